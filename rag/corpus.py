@@ -1,0 +1,235 @@
+"""Loading corpus files and cleaning PDF-extracted Chinese text.
+
+Owns: reading ``corpus/*.txt|*.md`` (UTF-8, one file may hold many articles),
+the cleaning rules (rejoining lines broken mid-sentence, dropping page
+furniture, width and spacing normalisation), heading/article detection, and the
+map from cleaned-text offsets back to raw line numbers.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import re
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from rag.text import CJK, normalize_width
+from rag.types import CleanDocument, Document, Heading, Segment
+
+SUFFIXES = (".txt", ".md")
+TERMINAL = "。！？!?；;…"
+CLOSERS = "”’」』）)】》\"'"
+# A line ending in one of these continues on the next line.
+CONTINUES = "，,、：:；（(“‘《【—-·/"
+
+
+@dataclass(frozen=True, slots=True)
+class CorpusError:
+    """A file that could not be indexed; the others still are."""
+
+    path: str
+    message: str
+
+
+class CorpusLoadError(ValueError):
+    """The corpus folder itself is unusable."""
+
+
+def load_corpus(corpus_dir: Path) -> tuple[list[Document], list[CorpusError]]:
+    """Read every ``.txt``/``.md`` file in ``corpus_dir`` (sorted by name).
+
+    Files that are not valid UTF-8 or are empty are reported in the second list
+    with a message naming the file; they do not stop the others.
+
+    Raises:
+        CorpusLoadError: the folder is missing or holds no accepted file.
+    """
+    if not corpus_dir.is_dir():
+        raise CorpusLoadError(f"Corpus folder not found: {corpus_dir}. Set RAG_CORPUS_DIR.")
+    paths = sorted(p for p in corpus_dir.iterdir() if p.suffix in SUFFIXES and p.is_file())
+    paths = [p for p in paths if p.name.lower() != "readme.md"]
+    if not paths:
+        raise CorpusLoadError(
+            f"No corpus files in {corpus_dir}: add UTF-8 files ending in {', '.join(SUFFIXES)}."
+        )
+    docs: list[Document] = []
+    errors: list[CorpusError] = []
+    seen: set[str] = set()
+    for path in paths:
+        raw = path.read_bytes()
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            errors.append(
+                CorpusError(path.name, f"{path.name}: not valid UTF-8 (byte {exc.start}); skipped")
+            )
+            continue
+        if not text.strip():
+            errors.append(CorpusError(path.name, f"{path.name}: empty file; skipped"))
+            continue
+        if path.stem in seen:
+            errors.append(
+                CorpusError(path.name, f"{path.name}: another file has the id '{path.stem}'; skipped")
+            )
+            continue
+        seen.add(path.stem)
+        docs.append(Document(path.stem, path.name, text, hashlib.sha256(raw).hexdigest()))
+    return docs, errors
+
+
+# --- cleaning ---------------------------------------------------------------
+
+_RUNNING_HEADER = re.compile(rf"^[{CJK}]{{0,8}}\s*[A-Z]{{2,}}(?:\s+[A-Z]{{2,}}){{2,}}$")
+_PAGE_NUMBER = re.compile(r"^\d{1,3}(?:\s+\d{1,3})?$")
+_ONLY_MARKS = re.compile(rf"^[^{CJK}A-Za-z0-9]+$")
+_PHOTO_CREDIT = re.compile(rf"(?:^|\s)[{CJK}]{{2,4}}\s*摄$|^[（(]?图片.{{0,40}}(?:提供|来源)[^{CJK}]{{0,3}}[)）]?$|供图[)）]?$")
+_MD_HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
+_BYLINE = re.compile(rf"^(?:文\s*[/／]\s*)?[{CJK}]{{2,3}}(?:\s+[{CJK}]{{2,3}}){{0,5}}$")
+_BULLET = re.compile(r"^[◆●■□▲▶►•※★☆◎○]+\s*")
+# Spaces that PDF extraction puts inside Chinese text, e.g. "2023 年", "8.2 平方公里", "施 峰".
+_SPACE_CJK_DIGIT = re.compile(rf"(?<=[{CJK}0-9%.])[ \t]+(?=[{CJK}])|(?<=[{CJK}])[ \t]+(?=[0-9])")
+_SPACE_PUNCT = re.compile(r"[ \t]*([，。、；：！？（）“”《》,;:!?])[ \t]*")
+
+
+def _normalise_line(line: str) -> str:
+    line = normalize_width(line).strip()
+    line = _BULLET.sub("", line)
+    line = _SPACE_CJK_DIGIT.sub("", line)
+    line = _SPACE_PUNCT.sub(lambda m: m.group(1), line)
+    # "Ａ ， Ｂ" style spacing around ASCII commas between CJK: keep one space only between Latin words.
+    line = re.sub(r"[ \t]{2,}", " ", line)
+    return line
+
+
+def _is_furniture(line: str) -> bool:
+    return bool(
+        _RUNNING_HEADER.match(line)
+        or _PAGE_NUMBER.match(line)
+        or _ONLY_MARKS.match(line)
+        or _PHOTO_CREDIT.search(line)
+    )
+
+
+def _ends_sentence(line: str) -> bool:
+    stripped = line.rstrip(CLOSERS)
+    return bool(stripped) and stripped[-1] in TERMINAL
+
+
+def _line_width(lines: list[str]) -> int:
+    """Typical width of a wrapped column in this file (capped: prose files have long lines)."""
+    lengths = [len(x) for x in lines if len(x) >= 8]
+    if not lengths:
+        return 60
+    q = statistics.quantiles(lengths, n=10)[7] if len(lengths) >= 10 else max(lengths)
+    return int(min(q, 60))
+
+
+def _joins_next(line: str, width: int) -> bool:
+    """Does this line continue on the next one (a mid-sentence PDF line break)?"""
+    if _ends_sentence(line):
+        return False
+    if line[-1] in CONTINUES:
+        return True
+    if len(line) >= 0.7 * width:
+        return True
+    # A fragment holding a comma, or ending in a number, is prose cut mid-sentence.
+    if re.search(r"[，,。]", line) and len(line) > 12:
+        return True
+    return bool(re.search(r"[0-9.]$", line)) and len(line) > 12
+
+
+def _glue(left: str, right: str) -> str:
+    """No space between CJK (or digit/CJK) pieces; one space between Latin words."""
+    if left and right and re.match(r"[A-Za-z]", left[-1]) and re.match(r"[A-Za-z]", right[0]):
+        return " "
+    return ""
+
+
+def clean_document(doc: Document) -> CleanDocument:
+    """Clean one document and keep the map back to raw lines.
+
+    Rules: lines broken mid-sentence are rejoined (no space between CJK);
+    paragraph and heading breaks stay as newlines; full-width letters/digits
+    become ASCII; running headers, page numbers, lone marks and photo credits
+    are dropped; numbers keep their units ("8.2 平方公里" -> "8.2平方公里").
+    """
+    raw_lines = doc.text.splitlines()
+    kept: list[tuple[int, str, bool]] = []  # (raw line number, text, markdown heading)
+    for number, raw in enumerate(raw_lines, start=1):
+        line = _normalise_line(raw)
+        if not line or _is_furniture(line):
+            # A photo credit line follows its caption: drop a short caption just before it too.
+            if line and _PHOTO_CREDIT.search(line) and kept and not _ends_sentence(kept[-1][1]):
+                if len(kept[-1][1]) <= 20 and len(kept) >= 2 and _joins_next(kept[-2][1], 60):
+                    kept.pop()
+            continue
+        md = _MD_HEADING.match(line)
+        if md:
+            kept.append((number, md.group(2).strip(), True))
+        else:
+            kept.append((number, line, False))
+
+    width = _line_width([t for _, t, md in kept if not md])
+    parts: list[str] = []
+    segments: list[Segment] = []
+    headings: list[Heading] = []
+    pos = 0
+    continuing = False
+    pending_title_idx: int | None = None
+    for idx, (number, line, md) in enumerate(kept):
+        if parts and not continuing:
+            parts.append("\n")
+            pos += 1
+        elif parts and continuing:
+            glue = _glue(parts[-1], line)
+            if glue:
+                parts.append(glue)
+                pos += len(glue)
+        start = pos
+        parts.append(line)
+        pos += len(line)
+        segments.append(Segment(start, pos, number))
+        joins = not md and _joins_next(line, width)
+        standalone = not continuing and not joins
+        if md or (standalone and not _ends_sentence(line) and len(line) <= 40):
+            level = 1 if md else 2
+            headings.append(Heading(start, pos, line, level))
+            pending_title_idx = len(headings) - 1 if level == 2 else None
+        elif pending_title_idx is not None and standalone and _BYLINE.match(line):
+            # A heading followed by an author byline starts an article.
+            h = headings[pending_title_idx]
+            headings[pending_title_idx] = Heading(h.start, h.end, h.text, 1)
+            pending_title_idx = None
+        elif not standalone or _ends_sentence(line):
+            pending_title_idx = None
+        continuing = joins
+    text = "".join(parts)
+    title = next((h.text for h in headings if len(h.text) >= 4), doc.doc_id)
+    return CleanDocument(
+        doc.doc_id, doc.path, doc.sha256, text, tuple(segments), tuple(headings), title
+    )
+
+
+def offset_to_line(doc: CleanDocument, offset: int) -> int:
+    """The raw line (1-based) that produced the cleaned character at ``offset``."""
+    starts = [s.start for s in doc.segments]
+    i = max(bisect.bisect_right(starts, offset) - 1, 0)
+    return doc.segments[i].line
+
+
+def line_span(doc: CleanDocument, start: int, end: int) -> tuple[int, int]:
+    """Raw line range (inclusive) covering cleaned text ``[start, end)``."""
+    return offset_to_line(doc, start), offset_to_line(doc, max(start, end - 1))
+
+
+def title_at(doc: CleanDocument, offset: int, min_len: int = 4) -> str:
+    """The nearest heading at or before ``offset`` that is long enough to name a section."""
+    best = doc.title
+    for h in doc.headings:
+        if h.start > offset:
+            break
+        if len(h.text) >= min_len:
+            best = h.text
+    return best

@@ -1,0 +1,427 @@
+"""Build, save, load and validate the on-disk index; atomic swaps.
+
+Layout under ``settings.index_dir``::
+
+    current -> builds/<stamp>     symlink, swapped atomically by os.replace
+    builds/<stamp>/               manifest.json, store.json, dense.faiss,
+                                  sentences.npy, keyword.npz(+vocab), userdict.txt
+    cache/<model>.npz             embeddings keyed by content hash (incremental rebuilds)
+
+A rebuild writes a new ``builds/tmp-*`` folder, renames it, then swaps the
+``current`` link; a rebuild that dies (even by kill -9) leaves the previous
+index intact and serving. Loading checks the manifest against the files and
+the configured model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rag.chunking import make_chunks, split_sentences
+from rag.config import Settings
+from rag.corpus import CorpusError, clean_document, load_corpus
+from rag.embedding import Embedder, weights_fingerprint
+from rag.keyword import KeywordIndex
+from rag.text import Tokenizer, mine_user_words
+from rag.types import Chunk, CleanDocument, Heading, Segment, Sentence
+
+FORMAT_VERSION = 1
+REBUILD_HINT = "Run `make index` (or `rag index rebuild`) to build it."
+_FILES = (
+    "manifest.json",
+    "store.json",
+    "dense.faiss",
+    "sentences.npy",
+    "keyword.npz",
+    "keyword.vocab.json",
+    "userdict.txt",
+)
+
+
+class IndexNotReady(RuntimeError):
+    """The index is missing, corrupt or does not match the settings. The message says what to run."""
+
+
+@dataclass(frozen=True, slots=True)
+class BuildReport:
+    """What a rebuild did."""
+
+    path: Path
+    seconds: float
+    documents: int
+    chunks: int
+    sentences: int
+    embedded: int  # texts that were not in the embedding cache
+    up_to_date: bool
+    errors: tuple[CorpusError, ...]
+
+
+@dataclass(frozen=True)
+class IndexData:
+    """Everything the retriever and composer need, loaded once and shared read-only."""
+
+    path: Path
+    manifest: dict[str, Any]
+    documents: dict[str, CleanDocument]
+    chunks: tuple[Chunk, ...]
+    sentences: tuple[Sentence, ...]
+    sentence_tokens: tuple[tuple[str, ...], ...]
+    dense: Any  # faiss.Index over chunk vectors
+    sentence_vectors: np.ndarray
+    keyword: KeywordIndex
+    tokenizer: Tokenizer
+
+
+# --- build ------------------------------------------------------------------
+
+
+def _embed_input(title: str, text: str) -> str:
+    # The article title gives a passage the context its sentences often leave out.
+    return text if text.startswith(title) else f"{title}\n{text}"
+
+
+def _chunk_settings(settings: Settings) -> dict[str, Any]:
+    return {
+        "target_chars": settings.chunk_target_chars,
+        "max_chars": settings.chunk_max_chars,
+        "overlap_sentences": settings.chunk_overlap_sentences,
+        "faiss_index_type": settings.faiss_index_type,
+    }
+
+
+def _input_fingerprint(files: dict[str, str], model_fp: str, settings: Settings) -> str:
+    payload = json.dumps(
+        {"format": FORMAT_VERSION, "files": files, "model": model_fp, "chunking": _chunk_settings(settings)},
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class EmbeddingCache:
+    """Vectors keyed by sha1(text), one file per model fingerprint."""
+
+    def __init__(self, folder: Path, model_fp: str) -> None:
+        self.path = folder / f"{model_fp[:16]}.npz"
+        self.vectors: dict[str, np.ndarray] = {}
+        if self.path.exists():
+            try:
+                with np.load(self.path) as data:
+                    self.vectors = dict(zip(data["keys"].tolist(), data["vectors"], strict=True))
+            except (OSError, ValueError, KeyError):
+                self.vectors = {}  # a damaged cache only costs time
+
+    @staticmethod
+    def key(text: str) -> str:
+        return hashlib.sha1(text.encode()).hexdigest()
+
+    def save(self, keep: set[str]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        keys = sorted(k for k in self.vectors if k in keep)
+        tmp = self.path.with_suffix(f".tmp{os.getpid()}.npz")
+        vectors = np.stack([self.vectors[k] for k in keys]) if keys else np.zeros((0, 1), np.float32)
+        np.savez(tmp, keys=np.asarray(keys), vectors=vectors)
+        os.replace(tmp, self.path)
+
+
+def _embed_all(
+    texts: list[str],
+    cache: EmbeddingCache,
+    embedder_factory: Callable[[], Embedder],
+    progress: bool,
+    batch: int = 32,
+) -> tuple[np.ndarray, int]:
+    from tqdm import tqdm
+
+    keys = [cache.key(t) for t in texts]
+    missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in cache.vectors}.items())
+    if missing:
+        embedder = embedder_factory()
+        bar = tqdm(total=len(missing), desc="Embedding", unit="text", disable=not progress)
+        # Sorting by length keeps padding small inside each batch.
+        missing.sort(key=lambda kv: len(kv[1]))
+        for i in range(0, len(missing), batch):
+            part = missing[i : i + batch]
+            vecs = embedder.encode([t for _, t in part])
+            for (k, _), v in zip(part, vecs, strict=True):
+                cache.vectors[k] = v
+            bar.update(len(part))
+        bar.close()
+    return np.stack([cache.vectors[k] for k in keys]).astype(np.float32), len(missing)
+
+
+def _faiss_index(vectors: np.ndarray, kind: str) -> Any:
+    import faiss
+
+    dim = vectors.shape[1]
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+    else:
+        raise ValueError(f"Unknown faiss index type '{kind}'. Choose one of ['flat', 'hnsw']")
+    index.add(vectors)
+    return index
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.iterdir():
+        with path.open("rb") as fh:
+            os.fsync(fh.fileno())
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def rebuild(
+    settings: Settings,
+    force: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> BuildReport:
+    """Build the index from the corpus and swap it in atomically.
+
+    Unchanged inputs (same files, model and chunk settings) return at once
+    unless ``force``; otherwise unchanged texts reuse cached embeddings.
+
+    Raises:
+        rag.corpus.CorpusLoadError: no usable corpus folder.
+        rag.config.ConfigError: the model folder is missing.
+    """
+    t0 = time.perf_counter()
+    model_path = settings.resolved_model_path()
+    docs, errors = load_corpus(settings.corpus_dir)
+    for err in errors:
+        log(f"warning: {err.message}")
+    if not docs:
+        from rag.corpus import CorpusLoadError
+
+        raise CorpusLoadError(f"No readable corpus files in {settings.corpus_dir}.")
+    model_fp = weights_fingerprint(model_path)
+    files = {d.path: d.sha256 for d in docs}
+    fingerprint = _input_fingerprint(files, model_fp, settings)
+
+    current = settings.current_index
+    if not force and current.exists():
+        try:
+            manifest = json.loads((current / "manifest.json").read_text())
+            if manifest.get("input_fingerprint") == fingerprint and all(
+                (current / f).exists() for f in _FILES
+            ):
+                log(f"Index is up to date ({manifest['counts']['chunks']} chunks); nothing to do.")
+                return BuildReport(
+                    current.resolve(), time.perf_counter() - t0, len(docs),
+                    manifest["counts"]["chunks"], manifest["counts"]["sentences"], 0, True, tuple(errors),
+                )
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable manifest: rebuild
+
+    cleaned = [clean_document(d) for d in docs]
+    sentences: list[Sentence] = []
+    chunks: list[Chunk] = []
+    for doc in cleaned:
+        sents = split_sentences(doc, first_id=len(sentences))
+        chunks += make_chunks(
+            doc, sents, settings.chunk_target_chars, settings.chunk_max_chars,
+            settings.chunk_overlap_sentences, first_id=len(chunks),
+        )
+        sentences += sents
+    log(f"{len(cleaned)} documents -> {len(chunks)} chunks, {len(sentences)} sentences")
+
+    user_words = mine_user_words([d.text for d in cleaned])
+    tokenizer = Tokenizer(user_words)
+    chunk_inputs = [_embed_input(c.title, c.text) for c in chunks]
+    keyword = KeywordIndex.build([tokenizer.tokenize(t) for t in chunk_inputs])
+    sentence_tokens = [tokenizer.tokenize(s.text) for s in sentences]
+
+    cache = EmbeddingCache(settings.index_dir / "cache", model_fp)
+    embedder: list[Embedder] = []
+
+    def factory() -> Embedder:
+        if not embedder:
+            emb = Embedder(model_path, settings.embed_batch_size)
+            emb.warm_up()
+            embedder.append(emb)
+        return embedder[0]
+
+    texts = chunk_inputs + [s.text for s in sentences]
+    vectors, embedded = _embed_all(texts, cache, factory, progress)
+    chunk_vecs, sent_vecs = vectors[: len(chunks)], vectors[len(chunks) :]
+    cache.save({cache.key(t) for t in texts})
+
+    builds = settings.index_dir / "builds"
+    builds.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    tmp = builds / f"tmp-{stamp}-{os.getpid()}"
+    tmp.mkdir()
+    import faiss
+
+    faiss.write_index(_faiss_index(chunk_vecs, settings.faiss_index_type), str(tmp / "dense.faiss"))
+    np.save(tmp / "sentences.npy", sent_vecs)
+    keyword.save(tmp, "keyword")
+    (tmp / "userdict.txt").write_text("\n".join(user_words) + "\n", encoding="utf-8")
+    store = {
+        "documents": [
+            {
+                "doc_id": d.doc_id, "path": d.path, "sha256": d.sha256, "text": d.text, "title": d.title,
+                "segments": [[s.start, s.end, s.line] for s in d.segments],
+                "headings": [[h.start, h.end, h.text, h.level] for h in d.headings],
+            }
+            for d in cleaned
+        ],
+        "chunks": [asdict(c) for c in chunks],
+        "sentences": [asdict(s) for s in sentences],
+        "sentence_tokens": sentence_tokens,
+    }
+    (tmp / "store.json").write_text(json.dumps(store, ensure_ascii=False), encoding="utf-8")
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "model": {"name": model_path.name, "path": str(model_path), "weights_sha256": model_fp},
+        "dimension": int(chunk_vecs.shape[1]),
+        "chunking": _chunk_settings(settings),
+        "files": files,
+        "input_fingerprint": fingerprint,
+        "counts": {"documents": len(cleaned), "chunks": len(chunks), "sentences": len(sentences),
+                   "user_words": len(user_words)},
+        "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "build_seconds": round(time.perf_counter() - t0, 2),
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2))
+    _fsync_tree(tmp)
+    final = builds / stamp
+    os.rename(tmp, final)
+    _swap_link(current, Path("builds") / stamp)
+    _prune(builds, keep={final.name})
+    seconds = time.perf_counter() - t0
+    log(f"Index built in {seconds:.1f}s ({embedded} texts embedded, the rest from cache): {final}")
+    return BuildReport(final, seconds, len(cleaned), len(chunks), len(sentences), embedded, False, tuple(errors))
+
+
+def _swap_link(link: Path, target: Path) -> None:
+    tmp_link = link.with_name(f".{link.name}.tmp{os.getpid()}")
+    if tmp_link.is_symlink() or tmp_link.exists():
+        tmp_link.unlink()
+    tmp_link.symlink_to(target)
+    os.replace(tmp_link, link)  # atomic on POSIX: readers see the old or the new index
+
+
+def _prune(builds: Path, keep: set[str], keep_previous: int = 1) -> None:
+    """Remove dead temp folders and all but the newest ``keep_previous`` older builds."""
+    done = sorted(p for p in builds.iterdir() if p.is_dir() and not p.name.startswith("tmp-"))
+    older = [p for p in done if p.name not in keep]
+    for path in older[: max(0, len(older) - keep_previous)]:
+        shutil.rmtree(path, ignore_errors=True)
+    for path in builds.glob("tmp-*"):
+        pid = path.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --- load -------------------------------------------------------------------
+
+
+def index_version(settings: Settings) -> str | None:
+    """The build the ``current`` link points at (cheap; used to notice swaps)."""
+    try:
+        return os.readlink(settings.current_index)
+    except OSError:
+        return None
+
+
+def load_index(settings: Settings, model_fp: str | None = None) -> IndexData:
+    """Load and validate the live index.
+
+    Args:
+        settings: where the index lives and which model the service uses.
+        model_fp: the configured model's weights fingerprint, if already known.
+
+    Raises:
+        IndexNotReady: missing, corrupt, or built with another model or format.
+    """
+    link = settings.current_index
+    if not link.exists():
+        raise IndexNotReady(f"No index at {link}. {REBUILD_HINT}")
+    path = link.resolve()
+    missing = [f for f in _FILES if not (path / f).is_file()]
+    if missing:
+        raise IndexNotReady(f"Index at {path} is incomplete (missing {', '.join(missing)}). {REBUILD_HINT}")
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+        version = manifest["format_version"]
+        expected_model = manifest["model"]["weights_sha256"]
+        dimension = int(manifest["dimension"])
+        counts = manifest["counts"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise IndexNotReady(f"Index manifest at {path} is unreadable ({exc}). {REBUILD_HINT}") from exc
+    if version != FORMAT_VERSION:
+        raise IndexNotReady(
+            f"Index format {version} does not match this version of the code ({FORMAT_VERSION}). {REBUILD_HINT}"
+        )
+    if model_fp is None:
+        model_fp = weights_fingerprint(settings.resolved_model_path())
+    if model_fp != expected_model:
+        raise IndexNotReady(
+            f"Index was built with another embedding model ({manifest['model'].get('name')}, "
+            f"weights {expected_model[:12]}) than the configured one (weights {model_fp[:12]}). {REBUILD_HINT}"
+        )
+    try:
+        import faiss
+
+        dense = faiss.read_index(str(path / "dense.faiss"))
+        sentence_vectors = np.load(path / "sentences.npy")
+        keyword = KeywordIndex.load(path, "keyword")
+        store = json.loads((path / "store.json").read_text(encoding="utf-8"))
+        user_words = (path / "userdict.txt").read_text(encoding="utf-8").split()
+        documents = {
+            d["doc_id"]: CleanDocument(
+                d["doc_id"], d["path"], d["sha256"], d["text"],
+                tuple(Segment(*s) for s in d["segments"]),
+                tuple(Heading(*h) for h in d["headings"]),
+                d["title"],
+            )
+            for d in store["documents"]
+        }
+        chunks = tuple(Chunk(**{**c, "sent_ids": tuple(c["sent_ids"])}) for c in store["chunks"])
+        sentences = tuple(Sentence(**s) for s in store["sentences"])
+        sentence_tokens = tuple(tuple(t) for t in store["sentence_tokens"])
+    except Exception as exc:  # any parse failure means the files are damaged
+        raise IndexNotReady(f"Index at {path} is corrupt ({type(exc).__name__}: {exc}). {REBUILD_HINT}") from exc
+    problems = []
+    if dense.d != dimension or sentence_vectors.shape[1:] != (dimension,):
+        problems.append(f"vector dimension differs from the manifest ({dimension})")
+    if dense.ntotal != len(chunks) or len(chunks) != counts["chunks"] or keyword.weights.shape[0] != len(chunks):
+        problems.append("chunk counts differ between files")
+    if len(sentences) != counts["sentences"] or len(sentence_vectors) != len(sentences):
+        problems.append("sentence counts differ between files")
+    if problems:
+        raise IndexNotReady(f"Index at {path} is inconsistent: {'; '.join(problems)}. {REBUILD_HINT}")
+    tokenizer = Tokenizer(user_words)
+    tokenizer.warm_up()
+    return IndexData(
+        path, manifest, documents, chunks, sentences, sentence_tokens, dense,
+        sentence_vectors, keyword, tokenizer,
+    )
