@@ -68,7 +68,7 @@ class Embedder:
     @property
     def dimension(self) -> int:
         self.warm_up()
-        dim = self._model.get_sentence_embedding_dimension()  # type: ignore[union-attr]
+        dim = self._model.get_embedding_dimension()  # type: ignore[union-attr]
         return int(dim)
 
     def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:

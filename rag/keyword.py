@@ -22,6 +22,16 @@ class KeywordIndex:
     def __init__(self, weights: sparse.csc_matrix, vocab: dict[str, int]) -> None:
         self.weights = weights
         self.vocab = vocab
+        # Document frequency is the count of non-zeros in each column.
+        n = weights.shape[0]
+        df = np.diff(weights.indptr).astype(np.float32)
+        self.idf = np.log(1.0 + (n - df + 0.5) / (df + 0.5))
+        self.max_idf = float(np.log(1.0 + (n - 0.5) / 1.5)) if n else 1.0
+
+    def token_idf(self, token: str) -> float:
+        """IDF of a token; an unseen token is as rare as a token seen once."""
+        col = self.vocab.get(token)
+        return self.max_idf if col is None else float(self.idf[col])
 
     @classmethod
     def build(cls, docs: Sequence[Sequence[str]], k1: float = 1.2, b: float = 0.75) -> KeywordIndex:
@@ -46,16 +56,28 @@ class KeywordIndex:
         matrix = sparse.csc_matrix((w, (row, col)), shape=(n, len(vocab)), dtype=np.float32)
         return cls(matrix, vocab)
 
-    def scores(self, tokens: Sequence[str]) -> np.ndarray:
-        """BM25 score of every passage for the query tokens (repeats count once)."""
-        cols = sorted({self.vocab[t] for t in tokens if t in self.vocab})
-        if not cols:
-            return np.zeros(self.weights.shape[0], dtype=np.float32)
-        return np.asarray(self.weights[:, cols].sum(axis=1)).ravel()
+    def scores(self, tokens: Sequence[str], weights: Sequence[float] | None = None) -> np.ndarray:
+        """BM25 score of every passage for the query tokens.
 
-    def search(self, tokens: Sequence[str], k: int) -> list[tuple[int, float]]:
+        A repeated token counts once, with its largest weight (default 1).
+        """
+        best: dict[int, float] = {}
+        for i, token in enumerate(tokens):
+            col = self.vocab.get(token)
+            if col is not None:
+                w = 1.0 if weights is None else float(weights[i])
+                best[col] = max(best.get(col, 0.0), w)
+        if not best:
+            return np.zeros(self.weights.shape[0], dtype=np.float32)
+        cols = sorted(best)
+        sub = self.weights[:, cols]
+        return np.asarray(sub @ np.asarray([best[c] for c in cols], dtype=np.float32)).ravel()
+
+    def search(
+        self, tokens: Sequence[str], k: int, weights: Sequence[float] | None = None
+    ) -> list[tuple[int, float]]:
         """Top ``k`` (passage index, score) with a positive score, best first."""
-        scores = self.scores(tokens)
+        scores = self.scores(tokens, weights)
         k = min(k, len(scores))
         if k <= 0:
             return []

@@ -1,0 +1,435 @@
+"""Scoring answers against gold Q&A, and the ``rag eval`` report.
+
+Owns: the gold file formats (validated with clear errors), the metrics
+(evidence recall@k and MRR, answer and concise accuracy, citation hit,
+abstention and false abstention, chat follow-up accuracy, latency), the
+keyword/dense/hybrid ablations, threshold calibration on the dev split, and
+the markdown report that lists every failure.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from rag.config import Settings
+from rag.text import match_key
+
+TYPES = ("entity", "number", "date", "list", "reason", "paraphrase", "unanswerable")
+SPLITS = ("dev", "test", "all")
+CONCISE_CHARS = 150
+TARGETS = {
+    "recall@1": 0.92, "recall@5": 0.99, "answer_accuracy": 0.90, "concise_accuracy": 0.85,
+    "citation_hit": 0.95, "abstention": 0.85, "false_abstention": 0.03, "followup_accuracy": 0.85,
+}
+LOWER_IS_BETTER = {"false_abstention", "latency_p50_ms", "latency_p95_ms"}
+
+
+class GoldFormatError(ValueError):
+    """A gold file line that does not follow the format; names the file and line."""
+
+
+@dataclass(frozen=True, slots=True)
+class GoldItem:
+    id: str
+    question: str
+    answers: tuple[str, ...]
+    evidence: str | None
+    source: str | None
+    type: str
+    split: str
+
+    @property
+    def answerable(self) -> bool:
+        return bool(self.answers)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatDialogue:
+    id: str
+    split: str
+    turns: tuple[GoldItem, ...]
+
+
+def _read_jsonl(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
+    if not path.is_file():
+        raise GoldFormatError(f"Gold file not found: {path}")
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise GoldFormatError(f"{path}:{n}: not valid JSON ({exc.msg})") from exc
+        if not isinstance(obj, dict):
+            raise GoldFormatError(f"{path}:{n}: expected a JSON object")
+        yield n, obj
+
+
+def _item(obj: dict[str, Any], where: str, default_id: str, split: str = "all") -> GoldItem:
+    question = obj.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise GoldFormatError(f"{where}: 'question' must be a non-empty string")
+    answers = obj.get("answers", [])
+    if not isinstance(answers, list) or not all(isinstance(a, str) and a.strip() for a in answers):
+        raise GoldFormatError(f"{where}: 'answers' must be a list of non-empty strings")
+    kind = obj.get("type") or ("unanswerable" if not answers else "entity")
+    if kind not in TYPES:
+        raise GoldFormatError(f"{where}: unknown type '{kind}'. Choose one of {list(TYPES)}")
+    item_split = obj.get("split", split)
+    if item_split not in ("dev", "test", "all"):
+        raise GoldFormatError(f"{where}: unknown split '{item_split}'. Choose one of ['dev', 'test']")
+    return GoldItem(
+        str(obj.get("id", default_id)), question.strip(), tuple(answers),
+        obj.get("evidence") or None, obj.get("source") or None, kind, item_split,
+    )
+
+
+def load_gold(paths: Sequence[Path]) -> list[GoldItem]:
+    """Read gold Q&A files (JSONL). Items without a split count as both dev and test."""
+    items = []
+    for path in paths:
+        for n, obj in _read_jsonl(path):
+            items.append(_item(obj, f"{path}:{n}", f"{path.stem}-{n}"))
+    return items
+
+
+def load_chat(path: Path) -> list[ChatDialogue]:
+    dialogues = []
+    for n, obj in _read_jsonl(path):
+        turns = obj.get("turns")
+        if not isinstance(turns, list) or not turns:
+            raise GoldFormatError(f"{path}:{n}: 'turns' must be a non-empty list")
+        split = obj.get("split", "all")
+        dialogues.append(
+            ChatDialogue(
+                str(obj.get("id", f"{path.stem}-{n}")), split,
+                tuple(_item(t, f"{path}:{n} turn {i + 1}", f"{n}.{i + 1}", split) for i, t in enumerate(turns)),
+            )
+        )
+    return dialogues
+
+
+def in_split(split_of_item: str, wanted: str) -> bool:
+    return wanted == "all" or split_of_item in (wanted, "all")
+
+
+# --- backends -----------------------------------------------------------------
+
+
+class Backend(Protocol):
+    def ask(self, question: str, top_k: int, mode: str) -> dict[str, Any]: ...
+    def chat(self, messages: list[dict[str, str]], mode: str) -> dict[str, Any]: ...
+
+
+class LocalBackend:
+    """Runs the service in this process."""
+
+    def __init__(self, settings: Settings) -> None:
+        from rag.service import RagService
+
+        self.service = RagService(settings)
+        self.service.warm_up()
+        self.service.require()
+
+    def ask(self, question: str, top_k: int, mode: str) -> dict[str, Any]:
+        from rag.service import answer_to_dict
+
+        return answer_to_dict(self.service.ask(question, top_k=top_k, mode=mode))
+
+    def chat(self, messages: list[dict[str, str]], mode: str) -> dict[str, Any]:
+        from rag.service import Turn, answer_to_dict
+
+        turns = [Turn(m["role"], m["content"]) for m in messages]
+        return answer_to_dict(self.service.chat(turns, top_k=10, mode=mode))
+
+
+class HttpBackend:
+    """Talks to a running server (``--url``)."""
+
+    def __init__(self, base_url: str, api_key: str | None = None) -> None:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=60, headers=headers)
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        resp = self.client.post(path, json=body)
+        if resp.status_code >= 400:
+            raise RuntimeError(f"{path} answered {resp.status_code}: {resp.text[:300]}")
+        return dict(resp.json())
+
+    def ask(self, question: str, top_k: int, mode: str) -> dict[str, Any]:
+        return self._post("/ask", {"question": question, "top_k": top_k, "mode": mode})
+
+    def chat(self, messages: list[dict[str, str]], mode: str) -> dict[str, Any]:
+        return self._post("/chat", {"messages": messages, "top_k": 10, "mode": mode})
+
+
+# --- scoring ------------------------------------------------------------------
+
+
+@dataclass
+class ItemResult:
+    item: GoldItem
+    answer: str
+    abstained: bool
+    confidence: float
+    citations: list[dict[str, Any]]
+    hit_texts: list[str]
+    hit_docs: list[str]
+    seconds: float
+    evidence_rank: int | None = None  # 1-based rank of the first passage holding the evidence
+    correct: bool = False
+    concise: bool = False
+    citation_hit: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def score_item(item: GoldItem, result: dict[str, Any], seconds: float) -> ItemResult:
+    hits = result.get("hits", [])
+    r = ItemResult(
+        item, result["answer"], bool(result["abstained"]), float(result.get("confidence", 0.0)),
+        result.get("citations", []), [h["text"] for h in hits], [h["doc_id"] for h in hits], seconds,
+    )
+    if item.evidence:
+        ev = match_key(item.evidence)
+        for rank, text in enumerate(r.hit_texts, start=1):
+            if ev in match_key(text):
+                r.evidence_rank = rank
+                break
+        r.citation_hit = any(ev in match_key(c["text"]) for c in r.citations)
+    if item.answerable:
+        text = match_key(r.answer)
+        r.correct = not r.abstained and any(match_key(a) in text for a in item.answers)
+        r.concise = r.correct and len(r.answer) <= CONCISE_CHARS
+    return r
+
+
+def _rate(values: Sequence[bool]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def metrics(results: Sequence[ItemResult]) -> dict[str, float | None]:
+    answerable = [r for r in results if r.item.answerable]
+    with_evidence = [r for r in answerable if r.item.evidence]
+    unanswerable = [r for r in results if not r.item.answerable]
+    lat = sorted(r.seconds * 1000 for r in results)
+    out: dict[str, float | None] = {"questions": float(len(results))}
+    for k in (1, 5, 10):
+        out[f"recall@{k}"] = _rate([r.evidence_rank is not None and r.evidence_rank <= k for r in with_evidence])
+    out["mrr"] = (
+        sum(1 / r.evidence_rank if r.evidence_rank else 0.0 for r in with_evidence) / len(with_evidence)
+        if with_evidence else None
+    )
+    out["answer_accuracy"] = _rate([r.correct for r in answerable])
+    out["concise_accuracy"] = _rate([r.concise for r in answerable])
+    out["citation_hit"] = _rate([r.citation_hit for r in with_evidence])
+    out["abstention"] = _rate([r.abstained for r in unanswerable])
+    out["false_abstention"] = _rate([r.abstained for r in answerable])
+    out["latency_p50_ms"] = statistics.median(lat) if lat else None
+    out["latency_p95_ms"] = lat[min(len(lat) - 1, int(0.95 * len(lat)))] if lat else None
+    return out
+
+
+def run_questions(
+    backend: Backend, items: Sequence[GoldItem], mode: str = "hybrid",
+    progress: Callable[[Iterable[GoldItem]], Iterable[GoldItem]] = lambda x: x,
+) -> list[ItemResult]:
+    out = []
+    for item in progress(items):
+        t0 = time.perf_counter()
+        result = backend.ask(item.question, 10, mode)
+        out.append(score_item(item, result, time.perf_counter() - t0))
+    return out
+
+
+def run_chats(backend: Backend, dialogues: Sequence[ChatDialogue], mode: str = "hybrid") -> list[ItemResult]:
+    """Plays each dialogue turn by turn, feeding back the system's own answers."""
+    out = []
+    for dialogue in dialogues:
+        messages: list[dict[str, str]] = []
+        for turn in dialogue.turns:
+            messages.append({"role": "user", "content": turn.question})
+            t0 = time.perf_counter()
+            result = backend.chat(messages, mode)
+            out.append(score_item(turn, result, time.perf_counter() - t0))
+            messages.append({"role": "assistant", "content": result["answer"]})
+    return out
+
+
+def calibrate_threshold(results: Sequence[ItemResult], max_false: float = 0.03) -> float | None:
+    """Highest abstain threshold whose false-abstention rate on answerable questions stays <= max_false.
+
+    Meant for dev-split results produced with a threshold of 0 (nothing abstains).
+    """
+    answerable = sorted(r.confidence for r in results if r.item.answerable)
+    if not answerable:
+        return None
+    allowed = int(max_false * len(answerable))
+    return answerable[allowed] - 1e-6 if allowed < len(answerable) else answerable[-1]
+
+
+# --- report -------------------------------------------------------------------
+
+
+def _fmt(value: float | None, name: str) -> str:
+    if value is None:
+        return "–"
+    if name.startswith("latency") or name == "questions":
+        return f"{value:.0f}" if name == "questions" else f"{value:.1f}"
+    return f"{value:.3f}"
+
+
+def _target(name: str, value: float | None) -> str:
+    if name not in TARGETS or value is None:
+        return ""
+    goal = TARGETS[name]
+    ok = value <= goal if name in LOWER_IS_BETTER else value >= goal
+    return f"{'≤' if name in LOWER_IS_BETTER else '≥'} {goal} {'✅' if ok else '❌'}"
+
+
+def _breakdown(results: Sequence[ItemResult], key: Callable[[ItemResult], str]) -> list[str]:
+    groups: dict[str, list[ItemResult]] = defaultdict(list)
+    for r in results:
+        groups[key(r)].append(r)
+    lines = ["| group | n | recall@1 | recall@5 | accuracy | concise | citation | abstained |", "|---|---|---|---|---|---|---|---|"]
+    for name in sorted(groups):
+        m = metrics(groups[name])
+        abst = _rate([r.abstained for r in groups[name]])
+        lines.append(
+            f"| {name} | {len(groups[name])} | {_fmt(m['recall@1'], '')} | {_fmt(m['recall@5'], '')} | "
+            f"{_fmt(m['answer_accuracy'], '')} | {_fmt(m['concise_accuracy'], '')} | "
+            f"{_fmt(m['citation_hit'], '')} | {_fmt(abst, '')} |"
+        )
+    return lines
+
+
+def _failure(r: ItemResult) -> str | None:
+    problems = []
+    if r.item.answerable:
+        if r.abstained:
+            problems.append("false abstention")
+        elif not r.correct:
+            problems.append("wrong answer")
+        elif not r.concise:
+            problems.append("too long")
+        if r.item.evidence and r.evidence_rank != 1:
+            problems.append(f"evidence rank {r.evidence_rank or '>10'}")
+        if r.item.evidence and not r.citation_hit and not r.abstained:
+            problems.append("citation miss")
+    elif not r.abstained:
+        problems.append("answered an unanswerable question")
+    if not problems:
+        return None
+    cites = "; ".join(f"[{c['id']}] {c['doc_id']} L{c['line_start']}-{c['line_end']}: {c['text'][:80]}" for c in r.citations)
+    return (
+        f"- **{r.item.id}** ({r.item.type}, {r.item.source or 'none'}): {', '.join(problems)}\n"
+        f"  - Q: {r.item.question}\n"
+        f"  - expected: {' / '.join(r.item.answers) or '(abstain)'}; evidence: {r.item.evidence or '–'}\n"
+        f"  - got (conf {r.confidence:.3f}): {r.answer}\n"
+        f"  - citations: {cites or '–'}\n"
+        f"  - top passage: {(r.hit_texts[0][:100] if r.hit_texts else '–')}"
+    )
+
+
+def render_report(
+    split: str,
+    runs: dict[str, list[ItemResult]],
+    chat: list[ItemResult],
+    settings_note: str,
+    suggestion: float | None,
+) -> str:
+    names = list(runs)
+    table = {name: metrics(res) for name, res in runs.items()}
+    follow = [r for r in chat if not r.item.id.endswith(".1")]
+    lines = [
+        f"# Evaluation report — split `{split}`",
+        "",
+        settings_note,
+        "",
+        "| metric | " + " | ".join(names) + " | target (hybrid) |",
+        "|---|" + "---|" * len(names) + "---|",
+    ]
+    for metric in next(iter(table.values())):
+        row = [_fmt(table[n][metric], metric) for n in names]
+        lines.append(f"| {metric} | " + " | ".join(row) + f" | {_target(metric, table['hybrid'][metric]) if 'hybrid' in table else ''} |")
+    if chat:
+        acc = _rate([r.correct for r in follow if r.item.answerable])
+        first = _rate([r.correct for r in chat if r.item.id.endswith(".1")])
+        lines += [
+            "",
+            f"Chat: {len(chat)} turns; first-turn accuracy {_fmt(first, '')}; "
+            f"**follow-up accuracy {_fmt(acc, '')}** {_target('followup_accuracy', acc)}",
+        ]
+    if suggestion is not None:
+        lines += ["", f"Abstain threshold suggested by this run (false abstention ≤ 3%): {suggestion:.4f}"]
+    main = runs.get("hybrid") or next(iter(runs.values()))
+    lines += ["", "## By type", "", *_breakdown(main, lambda r: r.item.type)]
+    lines += ["", "## By file", "", *_breakdown(main, lambda r: r.item.source or "(unanswerable)")]
+    failures = [f for f in (_failure(r) for r in main) if f]
+    lines += ["", f"## Failures ({len(failures)} of {len(main)})", "", *failures]
+    chat_fail = [f for f in (_failure(r) for r in follow) if f]
+    if chat:
+        lines += ["", f"## Chat follow-up failures ({len(chat_fail)} of {len(follow)})", "", *chat_fail]
+    return "\n".join(lines) + "\n"
+
+
+def run_eval_command(args: Any, settings: Settings) -> int:
+    """``rag eval``: run the gold set (and chat set), print the summary, write the report."""
+    from tqdm import tqdm
+
+    if args.split not in SPLITS:
+        raise ValueError(f"Unknown split '{args.split}'. Choose one of {list(SPLITS)}")
+    gold_paths = args.gold or [Path("eval/gold.jsonl")]
+    items = [i for i in load_gold(gold_paths) if in_split(i.split, args.split)]
+    chat_path = args.chat or (Path("eval/chat_gold.jsonl") if not args.gold else None)
+    dialogues = [d for d in load_chat(chat_path) if in_split(d.split, args.split)] if chat_path else []
+    if not items:
+        raise ValueError(f"No gold questions in split '{args.split}' of {', '.join(map(str, gold_paths))}")
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    backend: Backend = HttpBackend(args.url, api_key) if args.url else LocalBackend(settings)
+    modes = ["hybrid"] if args.no_ablations else ["hybrid", "keyword", "dense"]
+    runs = {}
+    for mode in modes:
+        runs[mode] = run_questions(backend, items, mode, lambda x, m=mode: tqdm(x, desc=f"{m:7s}", unit="q"))
+    chat = run_chats(backend, dialogues) if dialogues else []
+    suggestion = None
+    if args.split == "dev" and isinstance(backend, LocalBackend):
+        # Calibrate on a run where nothing abstains, so every confidence is seen.
+        saved = backend.service.settings.abstain_threshold
+        backend.service.settings.abstain_threshold = -1e9
+        try:
+            suggestion = calibrate_threshold(run_questions(backend, items, "hybrid"))
+        finally:
+            backend.service.settings.abstain_threshold = saved
+    where = args.url or "in-process"
+    note = (
+        f"{len(items)} questions ({sum(i.answerable for i in items)} answerable) from "
+        f"{', '.join(map(str, gold_paths))}; {len(dialogues)} dialogues; backend: {where}; "
+        f"fusion={settings.fusion}, keyword_weight={settings.keyword_weight}, "
+        f"abstain_threshold={settings.abstain_threshold}."
+    )
+    report = render_report(args.split, runs, chat, note, suggestion)
+    out = args.report or Path(f"eval/reports/eval-{args.split}.md")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report, encoding="utf-8")
+    summary = report.split("## By type")[0]
+    print(summary)
+    print(f"Report with every failure: {out}")
+    if args.json_out:
+        payload = {
+            "split": args.split,
+            "metrics": {m: metrics(r) for m, r in runs.items()},
+            "followup_accuracy": _rate([r.correct for r in chat if not r.item.id.endswith(".1") and r.item.answerable]),
+            "suggested_threshold": suggestion,
+        }
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(payload, indent=2, ensure_ascii=False))
+    return 0

@@ -1,0 +1,259 @@
+"""RagService: the loaded model and index, and the question-answering operations on them.
+
+Owns: warm-up (model, then index), follow-up resolution for chat history,
+micro-batched query encoding shared across request threads, and hot reload of
+a rebuilt index (the new state is swapped in with one reference assignment, so
+requests in flight finish on the state they started with).
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from rag.answer import AnswerComposer
+from rag.config import Settings
+from rag.embedding import Embedder, weights_fingerprint
+from rag.index import IndexData, IndexNotReady, index_version, load_index
+from rag.retrieval import MODES, Query, Retriever
+from rag.types import Answer, Hit
+
+ROLES = ("user", "assistant")
+_MARKER = re.compile(r"\[\d+\]")
+# Pronouns, demonstratives and elliptical endings that make a turn lean on the
+# previous one. Generic Chinese grammar, not tied to any question.
+_FOLLOW_UP = re.compile(
+    r"它|他们|她们|他的|她的|其中|该[地区市县镇园企公平项]|这个|那个|这里|那里|这些|那些|这家|那家|此[处地外]|上述|前者|后者"
+    r"|^(那|那么|还有|另外|此外|同时|以及|并且)|呢[？?。\s]*$"
+)
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    role: str
+    content: str
+
+
+def is_follow_up(question: str) -> bool:
+    """Does this turn need the previous turns to be understood?"""
+    return bool(_FOLLOW_UP.search(question)) or len(_CJK.findall(question)) <= 6
+
+
+@dataclass(frozen=True)
+class _State:
+    data: IndexData
+    retriever: Retriever
+    composer: AnswerComposer
+    version: str | None
+
+
+class QueryEncoder:
+    """Encodes questions on one worker thread, batching those that arrive together.
+
+    Concurrent requests then share one forward pass instead of queueing for
+    the model one by one.
+    """
+
+    def __init__(self, embedder: Embedder, max_batch: int = 16) -> None:
+        self.embedder = embedder
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[tuple[str, Future[np.ndarray]]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                vectors = self.embedder.encode([text for text, _ in batch])
+            except Exception as exc:  # hand the failure to every waiting request
+                for _, fut in batch:
+                    fut.set_exception(exc)
+                continue
+            for (_, fut), vec in zip(batch, vectors, strict=True):
+                fut.set_result(vec)
+
+    def encode(self, text: str) -> np.ndarray:
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="query-encoder", daemon=True)
+                    self._thread.start()
+        fut: Future[np.ndarray] = Future()
+        self._queue.put((text, fut))
+        return fut.result()
+
+
+class RagService:
+    """Answers questions over the live index. Light ``__init__``; :meth:`warm_up` loads."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.embedder = Embedder(settings.resolved_model_path(), settings.embed_batch_size)
+        self.encoder = QueryEncoder(self.embedder)
+        self._model_fp: str | None = None
+        self._state: _State | None = None
+        self._reload_lock = threading.Lock()
+        self.error: str | None = None
+
+    # --- lifecycle --------------------------------------------------------
+
+    def warm_up(self) -> None:
+        """Load the model, then the index. An unusable index leaves the service not ready.
+
+        Raises:
+            IndexNotReady: only from :meth:`require`, never from here.
+        """
+        self.embedder.warm_up()
+        self._model_fp = weights_fingerprint(self.embedder.model_path)
+        self.reload(force=True)
+        if self._state is not None:
+            self.encoder.encode("预热")  # first forward pass allocates; keep it out of requests
+
+    def reload(self, force: bool = False) -> bool:
+        """Load the index if the ``current`` link moved (or ``force``). Returns True if swapped.
+
+        A failed load keeps the previous state serving and records the error.
+        """
+        with self._reload_lock:
+            version = index_version(self.settings)
+            if not force and self._state is not None and version == self._state.version:
+                return False
+            try:
+                data = load_index(self.settings, self._model_fp)
+            except IndexNotReady as exc:
+                self.error = str(exc)
+                if self._state is None or force:
+                    self._state = None if self._state is None else self._state
+                return False
+            self._state = _State(data, Retriever(data, self.settings), AnswerComposer(data, self.settings), version)
+            self.error = None
+            return True
+
+    @property
+    def ready(self) -> bool:
+        return self._state is not None
+
+    def require(self) -> _State:
+        state = self._state
+        if state is None:
+            raise IndexNotReady(self.error or "The index is not loaded. Run `make index`.")
+        return state
+
+    @property
+    def data(self) -> IndexData:
+        return self.require().data
+
+    # --- queries ----------------------------------------------------------
+
+    def _query(self, state: _State, text: str, context: Sequence[tuple[str, float]] = ()) -> Query:
+        tok = state.data.tokenizer
+        tokens: list[str] = []
+        weights: list[float] = []
+        for piece, weight in [(text, 1.0), *context]:
+            for t in tok.tokenize(piece):
+                tokens.append(t)
+                weights.append(weight)
+        dense_text = " ".join([c for c, _ in context if c][:1] + [text])
+        vector = self.encoder.encode(dense_text)
+        return Query(text, tuple(tokens), tuple(weights), vector)
+
+    def _top_k(self, top_k: int | None) -> int:
+        k = top_k or self.settings.default_top_k
+        if not 1 <= k <= self.settings.max_top_k:
+            raise ValueError(f"top_k must be between 1 and {self.settings.max_top_k}, got {k}")
+        return k
+
+    def search(self, query: str, top_k: int | None = None, mode: str = "hybrid") -> list[Hit]:
+        state = self.require()
+        return state.retriever.retrieve(self._query(state, query), self._top_k(top_k), mode)
+
+    def ask(
+        self,
+        question: str,
+        top_k: int | None = None,
+        mode: str = "hybrid",
+        context: Sequence[tuple[str, float]] = (),
+    ) -> Answer:
+        """Answer one question. ``context`` is earlier text with token weights (follow-ups)."""
+        if mode not in MODES:
+            raise ValueError(f"Unknown retrieval mode '{mode}'. Choose one of {list(MODES)}")
+        state = self.require()
+        k = self._top_k(top_k)
+        query = self._query(state, question, context)
+        hits = state.retriever.retrieve(query, max(k, 5), mode)
+        answer = state.composer.compose(question, query, hits)
+        if len(answer.hits) > k:
+            answer = Answer(answer.text, answer.abstained, answer.citations, answer.hits[:k],
+                            answer.confidence, answer.question, answer.note)
+        return answer
+
+    def chat(self, turns: Sequence[Turn], top_k: int | None = None, mode: str = "hybrid") -> Answer:
+        """Answer the last user turn, resolving a follow-up from the earlier turns.
+
+        Raises:
+            ValueError: no turns, an unknown role, or the last turn is not the user's.
+        """
+        if not turns:
+            raise ValueError("messages must hold at least one turn")
+        for t in turns:
+            if t.role not in ROLES:
+                raise ValueError(f"Unknown role '{t.role}'. Choose one of {list(ROLES)}")
+        if turns[-1].role != "user":
+            raise ValueError("the last message must be a user turn")
+        question = turns[-1].content.strip()
+        context = self.follow_up_context(turns)
+        return self.ask(question, top_k, mode, context)
+
+    @staticmethod
+    def follow_up_context(turns: Sequence[Turn]) -> list[tuple[str, float]]:
+        """Earlier text a follow-up leans on: the previous question and the answer to it."""
+        question = turns[-1].content.strip()
+        if not is_follow_up(question):
+            return []
+        users = [i for i, t in enumerate(turns[:-1]) if t.role == "user"]
+        if not users:
+            return []
+        last = users[-1]
+        context = [(turns[last].content.strip(), 0.6)]
+        # A first question that was itself a follow-up brings its own subject along.
+        if is_follow_up(turns[last].content) and len(users) >= 2:
+            context[0] = (turns[users[-2]].content.strip() + " " + context[0][0], 0.6)
+        answer = next((t.content for t in turns[last + 1 : -1] if t.role == "assistant"), "")
+        if answer:
+            context.append((_MARKER.sub("", answer)[:120], 0.3))
+        return context
+
+
+def hit_to_dict(hit: Hit) -> dict[str, Any]:
+    c = hit.chunk
+    return {
+        "chunk_id": c.chunk_id, "doc_id": c.doc_id, "title": c.title, "text": c.text,
+        "score": round(hit.score, 4), "start": c.start, "end": c.end,
+        "line_start": c.line_start, "line_end": c.line_end,
+    }
+
+
+def answer_to_dict(answer: Answer) -> dict[str, Any]:
+    return {
+        "answer": answer.text,
+        "abstained": answer.abstained,
+        "confidence": round(answer.confidence, 4),
+        "question": answer.question,
+        "citations": [asdict(c) for c in answer.citations],
+        "hits": [hit_to_dict(h) for h in answer.hits],
+        "note": answer.note,
+    }
