@@ -16,6 +16,7 @@ import numpy as np
 from rag.config import Settings
 from rag.index import IndexData
 from rag.retrieval import Query
+from rag.text import match_key
 from rag.types import Answer, Citation, Hit, Sentence
 
 NOT_FOUND = "资料中没有找到这个问题的答案。"
@@ -48,20 +49,24 @@ class AnswerComposer:
     def __init__(self, data: IndexData, settings: Settings) -> None:
         self.data = data
         self.settings = settings
+        self._sentence_keys = [match_key(s.text) for s in data.sentences]
+        self._chunk_keys = [match_key(c.text) for c in data.chunks]
 
-    def coverage(self, query: Query, tokens: set[str]) -> float:
-        """Share of the question's (idf- and turn-weighted) tokens found in ``tokens``."""
+    def coverage(self, query: Query, text_key: str) -> float:
+        """Share of the question's words (idf- and turn-weighted) present in the text.
+
+        A word counts in full when it occurs as a substring, else by the share
+        of its sub-words that do (names are often shortened in the text).
+        """
         kw = self.data.keyword
         total = found = 0.0
-        seen: set[str] = set()
-        for token, weight in zip(query.tokens, query.token_weights, strict=True):
-            if token in seen:
-                continue
-            seen.add(token)
-            w = kw.token_idf(token) * weight
+        for word, subs, weight in query.terms:
+            w = kw.token_idf(word) * weight
             total += w
-            if token in tokens:
+            if word in text_key:
                 found += w
+            elif subs:
+                found += w * sum(s in text_key for s in subs) / len(subs)
         return found / total if total else 0.0
 
     def score_sentences(self, query: Query, hits: list[Hit], question: str) -> list[ScoredSentence]:
@@ -82,7 +87,7 @@ class AnswerComposer:
             passage = hit.score / top
             for sid, d in zip(ids, dense, strict=True):
                 sent = sents[sid]
-                cover = self.coverage(query, set(self.data.sentence_tokens[sid]))
+                cover = self.coverage(query, self._sentence_keys[sid])
                 score = self.W_DENSE * float(d) + self.W_COVER * cover + self.W_PASSAGE * passage
                 # A heading or caption fragment states no fact.
                 if len(sent.text) < 10:
@@ -97,7 +102,7 @@ class AnswerComposer:
 
     def confidence(self, best: ScoredSentence, hits: list[Hit], query: Query) -> float:
         """How sure we are that the best sentence answers; compared with the abstain threshold."""
-        chunk_cover = self.coverage(query, set(self.data.tokenizer.tokenize(best.hit.chunk.text)))
+        chunk_cover = self.coverage(query, self._chunk_keys[best.hit.chunk.chunk_id])
         return 0.5 * best.score + 0.25 * chunk_cover + 0.25 * best.dense
 
     def _trim(self, text: str, query: Query) -> str:
@@ -106,7 +111,7 @@ class AnswerComposer:
         if len(text) <= limit:
             return text
         clauses = _CLAUSE.findall(text) or [text]
-        scores = [self.coverage(query, set(self.data.tokenizer.tokenize(c))) for c in clauses]
+        scores = [self.coverage(query, match_key(c)) for c in clauses]
         best = int(np.argmax(scores))
         lo = hi = best
         # Grow the window around the best clause while it fits.

@@ -84,7 +84,10 @@ def load_corpus(corpus_dir: Path) -> tuple[list[Document], list[CorpusError]]:
 _RUNNING_HEADER = re.compile(rf"^[{CJK}]{{0,8}}\s*[A-Z]{{2,}}(?:\s+[A-Z]{{2,}}){{2,}}$")
 _PAGE_NUMBER = re.compile(r"^\d{1,3}(?:\s+\d{1,3})?$")
 _ONLY_MARKS = re.compile(rf"^[^{CJK}A-Za-z0-9]+$")
-_PHOTO_CREDIT = re.compile(rf"(?:^|\s)[{CJK}]{{2,4}}\s*摄$|^[（(]?图片.{{0,40}}(?:提供|来源)[^{CJK}]{{0,3}}[)）]?$|供图[)）]?$")
+# Photo captions: "… 朱旭洁 摄", "…（图片由…提供）", "…供图".
+_PHOTO_CREDIT = re.compile(
+    rf"(?:^|\s)[{CJK}]{{2,4}}\s*摄$|[（(]?图片.{{0,40}}(?:提供|来源)[^{CJK}]{{0,3}}[)）]?$|供图[)）]?$"
+)
 _MD_HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
 _BYLINE = re.compile(rf"^(?:文\s*[/／]\s*)?[{CJK}]{{2,3}}(?:\s+[{CJK}]{{2,3}}){{0,5}}$")
 _BULLET = re.compile(r"^[◆●■□▲▶►•※★☆◎○]+\s*")

@@ -76,7 +76,6 @@ class IndexData:
     documents: dict[str, CleanDocument]
     chunks: tuple[Chunk, ...]
     sentences: tuple[Sentence, ...]
-    sentence_tokens: tuple[tuple[str, ...], ...]
     dense: Any  # faiss.Index over chunk vectors
     sentence_vectors: np.ndarray
     keyword: KeywordIndex
@@ -100,9 +99,23 @@ def _chunk_settings(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _code_fingerprint() -> str:
+    """Hash of the modules that shape the index, so changed cleaning or chunking rebuilds it."""
+    from rag import chunking, corpus, keyword, text
+
+    digest = hashlib.sha256()
+    for module in (corpus, chunking, text, keyword):
+        digest.update(Path(str(module.__file__)).read_bytes())
+    digest.update(Path(__file__).read_bytes())
+    return digest.hexdigest()
+
+
 def _input_fingerprint(files: dict[str, str], model_fp: str, settings: Settings) -> str:
     payload = json.dumps(
-        {"format": FORMAT_VERSION, "files": files, "model": model_fp, "chunking": _chunk_settings(settings)},
+        {
+            "format": FORMAT_VERSION, "files": files, "model": model_fp,
+            "chunking": _chunk_settings(settings), "code": _code_fingerprint(),
+        },
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()
@@ -244,7 +257,6 @@ def rebuild(
     tokenizer = Tokenizer(user_words)
     chunk_inputs = [_embed_input(c.title, c.text) for c in chunks]
     keyword = KeywordIndex.build([tokenizer.tokenize(t) for t in chunk_inputs])
-    sentence_tokens = [tokenizer.tokenize(s.text) for s in sentences]
 
     cache = EmbeddingCache(settings.index_dir / "cache", model_fp)
     embedder: list[Embedder] = []
@@ -283,7 +295,6 @@ def rebuild(
         ],
         "chunks": [asdict(c) for c in chunks],
         "sentences": [asdict(s) for s in sentences],
-        "sentence_tokens": sentence_tokens,
     }
     (tmp / "store.json").write_text(json.dumps(store, ensure_ascii=False), encoding="utf-8")
     manifest = {
@@ -407,7 +418,6 @@ def load_index(settings: Settings, model_fp: str | None = None) -> IndexData:
         }
         chunks = tuple(Chunk(**{**c, "sent_ids": tuple(c["sent_ids"])}) for c in store["chunks"])
         sentences = tuple(Sentence(**s) for s in store["sentences"])
-        sentence_tokens = tuple(tuple(t) for t in store["sentence_tokens"])
     except Exception as exc:  # any parse failure means the files are damaged
         raise IndexNotReady(f"Index at {path} is corrupt ({type(exc).__name__}: {exc}). {REBUILD_HINT}") from exc
     problems = []
@@ -422,6 +432,6 @@ def load_index(settings: Settings, model_fp: str | None = None) -> IndexData:
     tokenizer = Tokenizer(user_words)
     tokenizer.warm_up()
     return IndexData(
-        path, manifest, documents, chunks, sentences, sentence_tokens, dense,
+        path, manifest, documents, chunks, sentences, dense,
         sentence_vectors, keyword, tokenizer,
     )

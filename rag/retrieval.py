@@ -23,9 +23,11 @@ class Query:
     """A question prepared for retrieval: its tokens (with weights) and its vector."""
 
     text: str
-    tokens: tuple[str, ...]
+    tokens: tuple[str, ...]  # search-mode tokens for BM25
     token_weights: tuple[float, ...]
     vector: np.ndarray  # normalised, shape (dim,)
+    # Whole words with their sub-words and weights, for sentence scoring.
+    terms: tuple[tuple[str, tuple[str, ...], float], ...] = ()
 
 
 class Retriever:

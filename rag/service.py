@@ -163,13 +163,18 @@ class RagService:
         tok = state.data.tokenizer
         tokens: list[str] = []
         weights: list[float] = []
+        terms: dict[str, tuple[str, tuple[str, ...], float]] = {}
         for piece, weight in [(text, 1.0), *context]:
             for t in tok.tokenize(piece):
                 tokens.append(t)
                 weights.append(weight)
+            for word, subs in tok.terms(piece):
+                if word not in terms:
+                    terms[word] = (word, subs, weight)
+        # Follow-ups are embedded with the earlier question they lean on.
         dense_text = " ".join([c for c, _ in context if c][:1] + [text])
         vector = self.encoder.encode(dense_text)
-        return Query(text, tuple(tokens), tuple(weights), vector)
+        return Query(text, tuple(tokens), tuple(weights), vector, tuple(terms.values()))
 
     def _top_k(self, top_k: int | None) -> int:
         k = top_k or self.settings.default_top_k

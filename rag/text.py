@@ -113,6 +113,28 @@ class Tokenizer:
             tok.add_word(word, freq=max(tok.suggest_freq(word), 1000))
         self._jieba = tok
 
+    def terms(self, text: str) -> list[tuple[str, tuple[str, ...]]]:
+        """Whole words of a question (precise mode), each with its search-mode sub-words.
+
+        Answer scoring matches these as substrings of a sentence, so a word
+        counts whether or not the sentence was segmented the same way.
+        """
+        self.warm_up()
+        text = normalize_width(text).lower()
+        out = []
+        seen = set()
+        for word in self._jieba.lcut(text, HMM=True):  # type: ignore[union-attr]
+            word = word.strip()
+            if not word or word in seen or word in STOPWORDS or not _TOKEN_OK.search(word):
+                continue
+            seen.add(word)
+            subs = tuple(
+                t for t in self._jieba.cut_for_search(word, HMM=True)  # type: ignore[union-attr]
+                if len(t) >= 2 and t != word and t not in STOPWORDS
+            )
+            out.append((word, subs))
+        return out
+
     def tokenize(self, text: str) -> list[str]:
         """Search-mode tokens (whole words plus their dictionary sub-words), stop words removed."""
         self.warm_up()

@@ -1,0 +1,160 @@
+"""OpenAI-compatible endpoints: ``GET /v1/models`` and ``POST /v1/chat/completions``.
+
+The last user message is answered with the earlier turns as context. The reply
+carries the answer with [n] markers and a short sources list; structured
+citations ride along in an extra ``citations`` field. ``stream: true`` sends
+server-sent events in OpenAI's chunk format, ending with ``data: [DONE]``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.params import Depends
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from api.schemas import MAX_MESSAGES, MAX_QUESTION_CHARS, CitationOut, check_text
+from rag.service import RagService, Turn, answer_to_dict
+from rag.types import Answer
+
+MODEL_ID = "hz-rag"
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    text: str | None = None
+
+
+class OAMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(p.text or "" for p in self.content if p.type == "text")
+        return self.content or ""
+
+
+class ChatCompletionRequest(BaseModel):
+    # Clients send many optional knobs (temperature, max_tokens, ...); they are accepted and ignored.
+    model_config = ConfigDict(extra="allow")
+
+    model: str = MODEL_ID
+    messages: list[OAMessage] = Field(..., min_length=1, max_length=MAX_MESSAGES)
+    stream: bool = False
+
+    @field_validator("messages")
+    @classmethod
+    def _last_is_user(cls, v: list[OAMessage]) -> list[OAMessage]:
+        users = [m for m in v if m.role in ("user", "assistant")]
+        if not users or v[-1].role != "user":
+            raise ValueError("the last message must have role 'user'")
+        text = v[-1].text()
+        if len(text) > MAX_QUESTION_CHARS:
+            raise ValueError(f"the last user message must be at most {MAX_QUESTION_CHARS} characters")
+        check_text(text, "the last user message")
+        return v
+
+
+class OAChoiceMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class OAChoice(BaseModel):
+    index: int = 0
+    message: OAChoiceMessage
+    finish_reason: Literal["stop"] = "stop"
+
+
+class OAUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletionResponse(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[OAChoice]
+    usage: OAUsage
+    citations: list[CitationOut] = Field(default_factory=list, description="Structured sources for the [n] markers.")
+    abstained: bool = False
+
+
+class OAModel(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class OAModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[OAModel]
+
+
+def reply_text(answer: Answer) -> str:
+    """The answer with its [n] markers, then a short sources list."""
+    if not answer.citations:
+        return answer.text
+    sources = "\n".join(
+        f"[{c.id}] {c.title}（{c.doc_id}，第{c.line_start}-{c.line_end}行）" for c in answer.citations
+    )
+    return f"{answer.text}\n\n来源：\n{sources}"
+
+
+def _stream(answer: Answer, completion_id: str, created: int, model: str) -> Iterator[str]:
+    def event(delta: dict[str, Any], finish: str | None = None, extra: dict[str, Any] | None = None) -> str:
+        chunk = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **(extra or {})}
+        return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+
+    yield event({"role": "assistant", "content": ""})
+    text = reply_text(answer)
+    # Small pieces so a chat client shows the answer growing.
+    for i in range(0, len(text), 24):
+        yield event({"content": text[i : i + 24]})
+    citations = answer_to_dict(answer)["citations"]
+    yield event({}, "stop", {"citations": citations, "abstained": answer.abstained})
+    yield "data: [DONE]\n\n"
+
+
+def register(app: FastAPI, protected: list[Depends]) -> None:
+    @app.get("/v1/models", response_model=OAModelList, dependencies=protected, tags=["openai"])
+    def models() -> Any:
+        return OAModelList(data=[OAModel(id=MODEL_ID, created=0, owned_by="hz-rag")])
+
+    @app.post("/v1/chat/completions", response_model=ChatCompletionResponse, dependencies=protected, tags=["openai"],
+              responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true"}})
+    def chat_completions(req: ChatCompletionRequest, request: Request) -> Any:
+        """OpenAI chat completions over the sources (model name is ignored beyond being echoed)."""
+        svc: RagService = request.app.state.service
+        turns = [Turn(m.role, m.text()) for m in req.messages if m.role in ("user", "assistant")]
+        answer = svc.chat(turns)
+        created = int(time.time())
+        completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        if req.stream:
+            return StreamingResponse(_stream(answer, completion_id, created, req.model),
+                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        text = reply_text(answer)
+        prompt_chars = sum(len(t.content) for t in turns)
+        return ChatCompletionResponse(
+            id=completion_id, created=created, model=req.model,
+            choices=[OAChoice(message=OAChoiceMessage(content=text))],
+            usage=OAUsage(prompt_tokens=prompt_chars, completion_tokens=len(text), total_tokens=prompt_chars + len(text)),
+            citations=[CitationOut(**c) for c in answer_to_dict(answer)["citations"]],
+            abstained=answer.abstained,
+        )
