@@ -108,6 +108,12 @@ class RagService:
         self._state: _State | None = None
         self._reload_lock = threading.Lock()
         self.error: str | None = None
+        # Optional LLM writer (RAG_LLM_BASE_URL); the extractive answer is its fallback.
+        self.generator = None
+        if settings.llm_base_url:
+            from rag.llm import LlmGenerator
+
+            self.generator = LlmGenerator(settings)
 
     # --- lifecycle --------------------------------------------------------
 
@@ -201,6 +207,8 @@ class RagService:
         query = self._query(state, question, context)
         hits = state.retriever.retrieve(query, max(k, 5), mode)
         answer = state.composer.compose(question, query, hits)
+        if self.generator is not None:
+            answer = self.generator.generate(question, hits[:k], answer)
         if len(answer.hits) > k:
             answer = Answer(answer.text, answer.abstained, answer.citations, answer.hits[:k],
                             answer.confidence, answer.question, answer.note)

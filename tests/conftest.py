@@ -1,0 +1,111 @@
+"""Shared fixtures: the real model and index, loaded once; real HTTP servers on loopback.
+
+The suite runs after `make test` has built the index under ./index. Tests that
+change an index work on their own copy in a temp folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def settings():
+    from rag.config import Settings
+
+    # The watcher is off by default in tests: tests that need it turn it on.
+    return Settings(corpus_dir=ROOT / "corpus", index_dir=ROOT / "index", reload_watch_seconds=0)
+
+
+@pytest.fixture(scope="session")
+def service(settings):
+    """The real service over the real index (m3e-small + FAISS + BM25), warmed once."""
+    from rag.service import RagService
+
+    svc = RagService(settings)
+    svc.warm_up()
+    assert svc.ready, svc.error
+    return svc
+
+
+@pytest.fixture(scope="session")
+def index_copy(tmp_path_factory, settings) -> Path:
+    """A private copy of the built index (builds + cache) for tests that rebuild or damage it."""
+    dst = tmp_path_factory.mktemp("index")
+    src = settings.index_dir
+    shutil.copytree(src / "builds", dst / "builds", symlinks=True)
+    if (src / "cache").exists():
+        shutil.copytree(src / "cache", dst / "cache")
+    os.symlink(os.readlink(src / "current"), dst / "current")
+    return dst
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def run_server(app) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free loopback port in a thread; yield its base URL."""
+    import httpx
+    import uvicorn
+
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if server.started:
+            break
+        if not thread.is_alive():
+            raise RuntimeError("server thread died during start-up")
+        time.sleep(0.05)
+    else:
+        raise RuntimeError("server did not start within 60 s")
+    httpx.get(base + "/health", timeout=10)
+    try:
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def server_factory(service) -> Callable[..., object]:
+    """``with server_factory(**setting_overrides) as base_url:`` — a real server sharing the warmed service."""
+    from api.app import create_app
+    from rag.config import Settings
+
+    def factory(share_service: bool = True, **overrides):
+        base = {"corpus_dir": ROOT / "corpus", "index_dir": ROOT / "index", "reload_watch_seconds": 0}
+        app_settings = Settings(**{**base, **overrides})
+        return run_server(create_app(app_settings, service=service if share_service else None))
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def base_url(server_factory) -> Iterator[str]:
+    """One real server for the whole session (no API key)."""
+    with server_factory() as url:
+        yield url
