@@ -22,11 +22,17 @@ from rag.types import Answer, Citation, Hit, Sentence
 NOT_FOUND = "资料中没有找到这个问题的答案。"
 
 # What kind of fact a question asks for, from its interrogative word (generic grammar).
-_ASKS_NUMBER = re.compile(r"多少|几[个家项年座所次位名倍成亿万千百十]|多大|多长|多高|多久|比例|比重|百分之|占比|增长了?多|规模")
-_ASKS_DATE = re.compile(r"何时|什么时候|哪一?年|哪一?天|哪个月|几月|几号|哪日|日期|时间")
-_HAS_NUMBER = re.compile(r"\d")
-_HAS_DATE = re.compile(r"\d{4}\s*年|\d{1,2}\s*月|\d{1,2}\s*日|今年|去年|明年|年底|年初")
+_ASKS_NUMBER = re.compile(r"多少|几[个家项年座所次位名倍成亿万千百十天秒分种条款台辆人%]|多大|多长|多高|多远|多久|比例|比重|百分之|占比|第几")
+_ASKS_DATE = re.compile(r"何时|什么时候|哪一?年|哪一?天|哪个月|几月|几号|哪日|日期")
+_ASKS_REASON = re.compile(r"为什么|为何|原因|何以|怎么会")
+_NUMERALS = "0-9一二三四五六七八九十百千万亿两半"
+_HAS_NUMBER = re.compile(rf"\d|[{_NUMERALS}]+[个家项年座所次位名倍成亿万千百天秒种条款台辆人元米%]")
+_HAS_DATE = re.compile(r"\d{4}\s*年|\d{1,2}\s*月|\d{1,2}\s*日|今年|去年|明年|年底|年初|上半年|下半年|季度")
+_HAS_REASON = re.compile(r"因为|由于|原因|为了|所以|因此|从而|得益于|导致|使得|以便")
+# A sentence that opens with a pronoun needs the sentence before it to name its subject.
+_ANAPHOR = re.compile(r"^[“\"]?(她|他|它|其|该|此|这|这里|那里|他们|她们|它们)")
 _CLAUSE = re.compile(r"[^，,；;：:。！？!?]+[，,；;：:。！？!?]*")
+_TERMINAL = tuple("。！？!?；;…”\"）)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,18 +44,46 @@ class ScoredSentence:
     hit: Hit
 
 
+@dataclass(frozen=True, slots=True)
+class Weights:
+    """Sentence-score weights, tuned on the dev split (never on test)."""
+
+    dense: float = 0.45
+    cover: float = 0.40
+    passage: float = 0.15
+    heading: float = 0.10  # penalty: headings and captions state no fact
+    type_miss: float = 0.08  # penalty: asks a number/date/reason the sentence lacks
+    echo: float = 0.10  # penalty: the sentence only repeats the question
+    context: float = 0.35  # share of coverage credited from the section title and previous sentence
+
+
+def novelty(text_key: str, query: Query) -> float:
+    """Share of a sentence's characters not taken by the question's own words."""
+    covered = [False] * len(text_key)
+    for word, subs, _ in query.terms:
+        for piece in (word, *subs):
+            start = text_key.find(piece)
+            while start >= 0:
+                covered[start : start + len(piece)] = [True] * len(piece)
+                start = text_key.find(piece, start + 1)
+    letters = [c for c, k in zip(text_key, covered, strict=True) if c.isalnum() and not k]
+    total = sum(1 for c in text_key if c.isalnum())
+    return len(letters) / total if total else 0.0
+
+
 class AnswerComposer:
     """Builds an :class:`Answer` from the hits of one question."""
 
-    # Weights of the sentence score; tuned on the dev split (see eval reports).
-    W_DENSE = 0.45
-    W_COVER = 0.40
-    W_PASSAGE = 0.15
-
-    def __init__(self, data: IndexData, settings: Settings) -> None:
+    def __init__(self, data: IndexData, settings: Settings, weights: Weights | None = None) -> None:
         self.data = data
         self.settings = settings
+        self.weights = weights or Weights()
         self._sentence_keys = [match_key(s.text) for s in data.sentences]
+        # What a sentence leaves implicit is often in its section title or the sentence before.
+        self._context_keys = [
+            match_key(s.title) + (self._sentence_keys[i - 1] if i and data.sentences[i - 1].doc_id == s.doc_id else "")
+            for i, s in enumerate(data.sentences)
+        ]
         self._chunk_keys = [match_key(c.text) for c in data.chunks]
 
     def coverage(self, query: Query, text_key: str) -> float:
@@ -72,12 +106,14 @@ class AnswerComposer:
     def score_sentences(self, query: Query, hits: list[Hit], question: str) -> list[ScoredSentence]:
         if not hits:
             return []
+        w = self.weights
         top = hits[0].score or 1.0
         sents = self.data.sentences
         out: list[ScoredSentence] = []
         seen: set[int] = set()
         asks_number = bool(_ASKS_NUMBER.search(question))
         asks_date = bool(_ASKS_DATE.search(question))
+        asks_reason = bool(_ASKS_REASON.search(question))
         for hit in hits:
             ids = [i for i in hit.chunk.sent_ids if i not in seen]
             if not ids:
@@ -87,15 +123,18 @@ class AnswerComposer:
             passage = hit.score / top
             for sid, d in zip(ids, dense, strict=True):
                 sent = sents[sid]
-                cover = self.coverage(query, self._sentence_keys[sid])
-                score = self.W_DENSE * float(d) + self.W_COVER * cover + self.W_PASSAGE * passage
-                # A heading or caption fragment states no fact.
-                if len(sent.text) < 10:
-                    score -= 0.15
-                if asks_number and not _HAS_NUMBER.search(sent.text):
-                    score -= 0.08
-                if asks_date and not _HAS_DATE.search(sent.text):
-                    score -= 0.08
+                key = self._sentence_keys[sid]
+                cover = self.coverage(query, key)
+                if w.context:
+                    cover = (1 - w.context) * cover + w.context * self.coverage(query, self._context_keys[sid] + key)
+                score = w.dense * float(d) + w.cover * cover + w.passage * passage
+                if not sent.text.endswith(_TERMINAL):
+                    score -= w.heading
+                if (asks_number and not _HAS_NUMBER.search(sent.text)) or (
+                    asks_date and not _HAS_DATE.search(sent.text)
+                ) or (asks_reason and not _HAS_REASON.search(sent.text)):
+                    score -= w.type_miss
+                score -= w.echo * max(0.0, 0.3 - novelty(key, query)) / 0.3
                 out.append(ScoredSentence(sent, score, cover, float(d), hit))
         out.sort(key=lambda s: -s.score)
         return out
@@ -105,9 +144,8 @@ class AnswerComposer:
         chunk_cover = self.coverage(query, self._chunk_keys[best.hit.chunk.chunk_id])
         return 0.5 * best.score + 0.25 * chunk_cover + 0.25 * best.dense
 
-    def _trim(self, text: str, query: Query) -> str:
-        """Shorten a long sentence to its clauses that carry the question's words."""
-        limit = self.settings.answer_max_chars - 4
+    def _trim(self, text: str, query: Query, limit: int) -> str:
+        """Shorten a long passage to its clauses that carry the question's words."""
         if len(text) <= limit:
             return text
         clauses = _CLAUSE.findall(text) or [text]
@@ -117,15 +155,28 @@ class AnswerComposer:
         # Grow the window around the best clause while it fits.
         while True:
             grown = False
-            for lo2, hi2 in ((lo - 1, hi), (lo, hi + 1)):
-                if lo2 >= 0 and hi2 < len(clauses) and len("".join(clauses[lo2 : hi2 + 1])) <= limit:
+            for lo2, hi2 in ((lo, hi + 1), (lo - 1, hi)):
+                if lo2 >= 0 and hi2 < len(clauses) and len("".join(clauses[lo2 : hi2 + 1])) <= limit - 2:
                     lo, hi = lo2, hi2
                     grown = True
                     break
             if not grown:
                 break
-        piece = "".join(clauses[lo : hi + 1])[:limit]
+        piece = "".join(clauses[lo : hi + 1])[: limit - 2]
         return ("…" if lo > 0 else "") + piece + ("…" if hi < len(clauses) - 1 else "")
+
+    def _span(self, best: Sentence) -> list[Sentence]:
+        """The best sentence, with the one before when it opens with a pronoun
+        and the one after when it only introduces what follows (ends with a colon)."""
+        sents = self.data.sentences
+        span = [best]
+        prev = sents[best.sent_id - 1] if best.sent_id > 0 else None
+        if _ANAPHOR.match(best.text) and prev is not None and prev.doc_id == best.doc_id:
+            span.insert(0, prev)
+        nxt = sents[best.sent_id + 1] if best.sent_id + 1 < len(sents) else None
+        if best.text.rstrip("”\"").endswith(("：", ":")) and nxt is not None and nxt.doc_id == best.doc_id:
+            span.append(nxt)
+        return span
 
     def compose(self, question: str, query: Query, hits: list[Hit]) -> Answer:
         """Answer from the hits, or abstain when confidence is under the threshold."""
@@ -136,22 +187,27 @@ class AnswerComposer:
         conf = self.confidence(best, hits, query)
         if conf < self.settings.abstain_threshold:
             return Answer(NOT_FOUND + " 以下是最接近的段落，供参考。", True, (), tuple(hits), conf, question)
-        chosen = [best]
         budget = self.settings.answer_max_chars
+        groups = [(self._span(best.sentence), best)]
+        used = {s.sent_id for s in groups[0][0]}
         for cand in scored[1 : self.settings.max_answer_sentences + 2]:
-            if len(chosen) >= self.settings.max_answer_sentences:
+            if len(groups) >= self.settings.max_answer_sentences:
                 break
-            total = sum(len(c.sentence.text) for c in chosen) + len(cand.sentence.text) + 8
+            total = sum(s.end - s.start for g, _ in groups for s in g) + len(cand.sentence.text) + 8
             # A second sentence only when nearly as good, new, and the answer stays short.
-            if cand.score >= 0.95 * best.score and total <= budget and cand.sentence.text not in best.sentence.text:
-                chosen.append(cand)
-        chosen.sort(key=lambda c: (c.sentence.doc_id, c.sentence.start))
+            if cand.score >= 0.95 * best.score and total <= budget and cand.sentence.sent_id not in used:
+                groups.append(([cand.sentence], cand))
+                used.add(cand.sentence.sent_id)
+        groups.sort(key=lambda g: (g[0][0].doc_id, g[0][0].start))
         parts, citations = [], []
-        for n, item in enumerate(chosen, start=1):
-            s = item.sentence
-            body = self._trim(s.text, query) if len(chosen) == 1 else s.text
-            parts.append(f"{body}[{n}]")
+        share = budget // len(groups) - 4
+        for n, (span, item) in enumerate(groups, start=1):
+            first, last = span[0], span[-1]
+            doc = self.data.documents[first.doc_id]
+            text = doc.text[first.start : last.end]
+            parts.append(f"{self._trim(text, query, share)}[{n}]")
             citations.append(
-                Citation(n, s.doc_id, s.title, s.text, s.start, s.end, s.line_start, s.line_end, item.hit.chunk.chunk_id)
+                Citation(n, first.doc_id, first.title, text, first.start, last.end,
+                         first.line_start, last.line_end, item.hit.chunk.chunk_id)
             )
         return Answer("".join(parts), False, tuple(citations), tuple(hits), conf, question)

@@ -36,6 +36,11 @@ class Retriever:
     def __init__(self, data: IndexData, settings: Settings) -> None:
         self.data = data
         self.settings = settings
+        # Flattened chunk -> sentence membership, for a per-chunk max with reduceat.
+        members = [sid for c in data.chunks for sid in c.sent_ids]
+        sizes = [len(c.sent_ids) for c in data.chunks]
+        self._members = np.asarray(members, dtype=np.int64)
+        self._starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
 
     def retrieve(self, query: Query, top_k: int, mode: str = "hybrid") -> list[Hit]:
         """Best ``top_k`` passages for the query.
@@ -86,9 +91,23 @@ class Retriever:
         return self.data.keyword.search(query.tokens, k, query.token_weights)
 
     def dense(self, query: Query, k: int) -> list[tuple[int, float]]:
-        k = min(k, len(self.data.chunks))
-        scores, ids = self.data.dense.search(query.vector.reshape(1, -1).astype(np.float32), k)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+        """Passages by the better of the passage's similarity and its best sentence's.
+
+        A question usually matches one sentence more closely than the
+        passage around it; sentence vectors are precomputed, so this costs
+        one matrix-vector product.
+        """
+        n = len(self.data.chunks)
+        k = min(k, n)
+        scores, ids = self.data.dense.search(query.vector.reshape(1, -1).astype(np.float32), n)
+        chunk_scores = np.empty(n, dtype=np.float32)
+        chunk_scores[ids[0]] = scores[0]
+        sent = self.data.sentence_vectors @ query.vector
+        best_sentence = np.maximum.reduceat(sent[self._members], self._starts)
+        combined = np.maximum(chunk_scores, best_sentence)
+        top = np.argpartition(-combined, k - 1)[:k]
+        top = top[np.argsort(-combined[top], kind="stable")]
+        return [(int(i), float(combined[i])) for i in top]
 
     def _cosine(self, query: Query, chunk_index: int) -> float:
         vec = self.data.dense.reconstruct(int(chunk_index))

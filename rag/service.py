@@ -141,9 +141,8 @@ class RagService:
             try:
                 data = load_index(self.settings, self._model_fp)
             except IndexNotReady as exc:
+                # The previous state (if any) keeps serving.
                 self.error = str(exc)
-                if self._state is None or force:
-                    self._state = None if self._state is None else self._state
                 return False
             self._state = _State(data, Retriever(data, self.settings), AnswerComposer(data, self.settings), version)
             self.error = None
@@ -208,7 +207,9 @@ class RagService:
         hits = state.retriever.retrieve(query, max(k, 5), mode)
         answer = state.composer.compose(question, query, hits)
         if self.generator is not None:
-            answer = self.generator.generate(question, hits[:k], answer)
+            # The LLM sees the earlier turn a follow-up leans on.
+            asked = f"（上文：{context[0][0]}）{question}" if context else question
+            answer = self.generator.generate(asked, hits[:k], answer)
         if len(answer.hits) > k:
             answer = Answer(answer.text, answer.abstained, answer.citations, answer.hits[:k],
                             answer.confidence, answer.question, answer.note)

@@ -50,6 +50,7 @@ STOPWORDS = frozenset(
     告诉 一下 哪一 哪家 哪位 多大 多长 多久 所 该 此 每 各 又 还 很 最 更 能 会 可以 可 要 将 已 已经
     着 过 给 让 使 通过 以 个 位 家 年 月 日""".split()
 )
+_EDGE_PARTICLES = "的了在与和是将把被对从向给及"
 _TOKEN_OK = re.compile(f"[{CJK}A-Za-z0-9]")
 
 
@@ -124,7 +125,8 @@ class Tokenizer:
         out = []
         seen = set()
         for word in self._jieba.lcut(text, HMM=True):  # type: ignore[union-attr]
-            word = word.strip()
+            # HMM glues particles onto unknown words ("在杭州医药港", "中心的").
+            word = word.strip().strip(_EDGE_PARTICLES) if len(word) > 2 else word.strip()
             if not word or word in seen or word in STOPWORDS or not _TOKEN_OK.search(word):
                 continue
             seen.add(word)
