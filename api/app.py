@@ -24,6 +24,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import openai_compat
 from api.schemas import (
+    AUTH_RESPONSES,
+    BODY_RESPONSES,
+    COMMON_RESPONSES,
     AskRequest,
     AskResponse,
     ChatRequest,
@@ -166,7 +169,7 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
         description="Offline question answering over Chinese articles, with every answer citing its source sentence.",
         version="0.1.0",
         lifespan=lifespan,
-        responses={503: {"model": ErrorResponse, "description": "index not ready"}},
+        responses=COMMON_RESPONSES,
     )
     app.state.settings = settings
     if settings.cors_origins:
@@ -195,6 +198,7 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
         return JSONResponse({"detail": errors}, status_code=422)
 
     protected = [Depends(require_key)]
+    answering = {**AUTH_RESPONSES, **BODY_RESPONSES}
 
     @app.get("/health", response_model=HealthResponse, tags=["service"],
              responses={503: {"model": HealthResponse}})
@@ -208,29 +212,31 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
             return body
         return JSONResponse(body.model_dump(), status_code=503)
 
-    @app.post("/ask", response_model=AskResponse, dependencies=protected, tags=["answers"])
+    @app.post("/ask", response_model=AskResponse, dependencies=protected, tags=["answers"], responses=answering)
     def ask(req: AskRequest, svc: Service) -> Any:
         """Answer a question with citations, or abstain when the sources do not hold it."""
         return answer_to_dict(svc.ask(req.question, top_k=req.top_k, mode=req.mode))
 
-    @app.post("/search", response_model=SearchResponse, dependencies=protected, tags=["answers"])
+    @app.post("/search", response_model=SearchResponse, dependencies=protected, tags=["answers"],
+              responses=answering)
     def search(req: SearchRequest, svc: Service) -> Any:
         """Retrieved passages only."""
         return {"hits": [hit_to_dict(h) for h in svc.search(req.query, top_k=req.top_k, mode=req.mode)]}
 
-    @app.post("/chat", response_model=AskResponse, dependencies=protected, tags=["answers"])
+    @app.post("/chat", response_model=AskResponse, dependencies=protected, tags=["answers"], responses=answering)
     def chat(req: ChatRequest, svc: Service) -> Any:
         """Answer the last user message; follow-ups are resolved from the history."""
         turns = [Turn(m.role, m.content) for m in req.messages]
         return answer_to_dict(svc.chat(turns, top_k=req.top_k, mode=req.mode))
 
-    @app.get("/documents", response_model=list[DocumentSummary], dependencies=protected, tags=["documents"])
+    @app.get("/documents", response_model=list[DocumentSummary], dependencies=protected, tags=["documents"],
+             responses=AUTH_RESPONSES)
     def documents(svc: Service) -> Any:
         return [DocumentSummary(doc_id=d.doc_id, title=d.title, path=d.path, characters=len(d.text))
                 for d in svc.data.documents.values()]
 
     @app.get("/documents/{doc_id}", response_model=DocumentResponse, dependencies=protected, tags=["documents"],
-             responses={404: {"model": ErrorResponse}})
+             responses={**AUTH_RESPONSES, 404: {"model": ErrorResponse, "description": "unknown document id"}})
     def document(doc_id: str, svc: Service) -> Any:
         """The cleaned text of one document, by paragraph with raw line numbers."""
         docs = svc.data.documents
@@ -247,7 +253,8 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
             pos += len(piece) + 1
         return DocumentResponse(doc_id=doc.doc_id, title=doc.title, path=doc.path, text=doc.text, paragraphs=paragraphs)
 
-    @app.post("/admin/reload", response_model=ReloadResponse, dependencies=[Depends(require_admin)], tags=["admin"])
+    @app.post("/admin/reload", response_model=ReloadResponse, dependencies=[Depends(require_admin)], tags=["admin"],
+              responses={**AUTH_RESPONSES, 404: {"model": ErrorResponse, "description": "off: no API key is set"}})
     def reload(svc: Service) -> Any:
         """Load a rebuilt index now (the file watch also does this within a few seconds)."""
         swapped = svc.reload()

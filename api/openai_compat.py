@@ -19,7 +19,14 @@ from fastapi.params import Depends
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from api.schemas import MAX_MESSAGES, MAX_QUESTION_CHARS, CitationOut, check_text
+from api.schemas import (
+    AUTH_RESPONSES,
+    BODY_RESPONSES,
+    MAX_MESSAGES,
+    MAX_QUESTION_CHARS,
+    CitationOut,
+    check_text,
+)
 from rag.service import RagService, Turn, answer_to_dict
 from rag.types import Answer
 
@@ -133,12 +140,14 @@ def _stream(answer: Answer, completion_id: str, created: int, model: str) -> Ite
 
 
 def register(app: FastAPI, protected: list[Depends]) -> None:
-    @app.get("/v1/models", response_model=OAModelList, dependencies=protected, tags=["openai"])
+    @app.get("/v1/models", response_model=OAModelList, dependencies=protected, tags=["openai"],
+             responses=AUTH_RESPONSES)
     def models() -> Any:
         return OAModelList(data=[OAModel(id=MODEL_ID, created=0, owned_by="hz-rag")])
 
     @app.post("/v1/chat/completions", response_model=ChatCompletionResponse, dependencies=protected, tags=["openai"],
-              responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true"}})
+              responses={**AUTH_RESPONSES, **BODY_RESPONSES,
+                         200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true"}})
     def chat_completions(req: ChatCompletionRequest, request: Request) -> Any:
         """OpenAI chat completions over the sources (model name is ignored beyond being echoed)."""
         svc: RagService = request.app.state.service

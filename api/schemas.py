@@ -7,7 +7,7 @@ Input checks live here as validators, so every bad request gets FastAPI's
 from __future__ import annotations
 
 import unicodedata
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -176,3 +176,19 @@ class ReloadResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: str
+
+
+# Documented error responses, so the OpenAPI schema lists every status a route can answer.
+# Every route: the body limit runs before routing, and an unloaded index answers 503.
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorResponse, "description": "request body over the limit (64 KiB by default)"},
+    503: {"model": ErrorResponse, "description": "index not ready: the detail says which command to run"},
+}
+# Routes that read a JSON body: a body that is not even text fails before validation (422).
+BODY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "the body could not be parsed"},
+}
+# Routes behind RAG_API_KEY (when it is set).
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "missing or wrong API key (only when RAG_API_KEY is set)"},
+}

@@ -107,8 +107,9 @@ def make_chunks(
         if breaks and fresh:
             flush()
             keep = [] if level else group[-overlap:] if overlap else []
-            # Overlap only with sentences short enough to leave room for new text.
-            while keep and span(keep) > target // 2:
+            # Overlap only with sentences short enough to leave room for new text,
+            # and never so much that the overlap pushes this sentence past max_chars.
+            while keep and (span(keep) > target // 2 or sent.end - keep[0].start > max_chars):
                 keep = keep[1:]
             group = keep
             fresh = 0

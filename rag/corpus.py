@@ -87,18 +87,29 @@ _ONLY_MARKS = re.compile(rf"^[^{CJK}A-Za-z0-9]+$")
 # Photo captions: "… 朱旭洁 摄", "…（图片由…提供）", "…供图".
 _PHOTO_CREDIT = re.compile(
     rf"(?:^|\s)[{CJK}]{{2,4}}\s*摄$|[（(]?图片.{{0,40}}(?:提供|来源)[^{CJK}]{{0,3}}[)）]?$|供图[)）]?$"
+    rf"|摄\s*[/／]\s*[{CJK}]{{2,4}}$"
 )
 _MD_HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
-_BYLINE = re.compile(rf"^(?:文\s*[/／]\s*)?[{CJK}]{{2,3}}(?:\s+[{CJK}]{{2,3}}){{0,5}}$")
+# Author names under a title, checked before spaces are removed: "刘健 谢亮 戴炜月",
+# "记者 / 李如艳  通讯员 / 张翼".
+_NAMES = rf"[{CJK}]{{2,3}}(?:\s+[{CJK}]{{2,3}}){{0,5}}"
+_ROLE = r"(?:文|记者|通讯员|作者|摄影)\s*[/／]\s*"
+_BYLINE = re.compile(rf"^(?:{_ROLE})?{_NAMES}(?:\s+{_ROLE}{_NAMES})*(?:\s*整理报道)?$")
+# A next line that opens with the last character of a word cut at the line end ("创业诉" / "求，…").
+_WORD_TAIL = re.compile(rf"^[{CJK}][，、；：,;:]")
 _BULLET = re.compile(r"^[◆●■□▲▶►•※★☆◎○]+\s*")
 # Spaces that PDF extraction puts inside Chinese text, e.g. "2023 年", "8.2 平方公里", "施 峰".
 _SPACE_CJK_DIGIT = re.compile(rf"(?<=[{CJK}0-9%.])[ \t]+(?=[{CJK}])|(?<=[{CJK}])[ \t]+(?=[0-9])")
 _SPACE_PUNCT = re.compile(r"[ \t]*([，。、；：！？（）“”《》,;:!?])[ \t]*")
 
 
+def _loose_line(line: str) -> str:
+    """Width-normalised and stripped, bullets removed, inner spaces still in place."""
+    return _BULLET.sub("", normalize_width(line).strip())
+
+
 def _normalise_line(line: str) -> str:
-    line = normalize_width(line).strip()
-    line = _BULLET.sub("", line)
+    line = _loose_line(line)
     line = _SPACE_CJK_DIGIT.sub("", line)
     line = _SPACE_PUNCT.sub(lambda m: m.group(1), line)
     # "Ａ ， Ｂ" style spacing around ASCII commas between CJK: keep one space only between Latin words.
@@ -106,12 +117,17 @@ def _normalise_line(line: str) -> str:
     return line
 
 
-def _is_furniture(line: str) -> bool:
+def _is_credit(line: str, loose: str) -> bool:
+    # "朱旭洁 摄" needs the space before the name, which _normalise_line removes.
+    return bool(_PHOTO_CREDIT.search(line) or _PHOTO_CREDIT.search(loose))
+
+
+def _is_furniture(line: str, loose: str) -> bool:
     return bool(
         _RUNNING_HEADER.match(line)
         or _PAGE_NUMBER.match(line)
         or _ONLY_MARKS.match(line)
-        or _PHOTO_CREDIT.search(line)
+        or _is_credit(line, loose)
     )
 
 
@@ -134,6 +150,9 @@ def _joins_next(line: str, width: int) -> bool:
     if _ends_sentence(line):
         return False
     if line[-1] in CONTINUES:
+        return True
+    # An unclosed bracket ("时空节拍(杭" / "州)科技有限公司") closes on the next line.
+    if line.count("(") + line.count("（") > line.count(")") + line.count("）"):
         return True
     if len(line) >= 0.7 * width:
         return True
@@ -159,29 +178,32 @@ def clean_document(doc: Document) -> CleanDocument:
     are dropped; numbers keep their units ("8.2 平方公里" -> "8.2平方公里").
     """
     raw_lines = doc.text.splitlines()
-    kept: list[tuple[int, str, bool]] = []  # (raw line number, text, markdown heading)
+    # (raw line number, text, markdown heading, looks like a byline)
+    kept: list[tuple[int, str, bool, bool]] = []
     for number, raw in enumerate(raw_lines, start=1):
+        loose = _loose_line(raw)
         line = _normalise_line(raw)
-        if not line or _is_furniture(line):
+        if not line or _is_furniture(line, loose):
             # A photo credit line follows its caption: drop a short caption just before it too.
-            if line and _PHOTO_CREDIT.search(line) and kept and not _ends_sentence(kept[-1][1]):
+            if line and _is_credit(line, loose) and kept and not _ends_sentence(kept[-1][1]):
                 if len(kept[-1][1]) <= 20 and len(kept) >= 2 and _joins_next(kept[-2][1], 60):
                     kept.pop()
             continue
         md = _MD_HEADING.match(line)
         if md:
-            kept.append((number, md.group(2).strip(), True))
+            kept.append((number, md.group(2).strip(), True, False))
         else:
-            kept.append((number, line, False))
+            kept.append((number, line, False, bool(_BYLINE.match(re.sub(r"\s+", " ", loose)))))
 
-    width = _line_width([t for _, t, md in kept if not md])
+    width = _line_width([t for _, t, md, _ in kept if not md])
     parts: list[str] = []
     segments: list[Segment] = []
     headings: list[Heading] = []
     pos = 0
     continuing = False
     pending_title_idx: int | None = None
-    for idx, (number, line, md) in enumerate(kept):
+    after_heading = False
+    for idx, (number, line, md, byline) in enumerate(kept):
         if parts and not continuing:
             parts.append("\n")
             pos += 1
@@ -194,19 +216,27 @@ def clean_document(doc: Document) -> CleanDocument:
         parts.append(line)
         pos += len(line)
         segments.append(Segment(start, pos, number))
-        joins = not md and _joins_next(line, width)
+        nxt = kept[idx + 1] if idx + 1 < len(kept) else None
+        joins = not md and (
+            _joins_next(line, width)
+            or (nxt is not None and not nxt[2] and not _ends_sentence(line) and bool(_WORD_TAIL.match(nxt[1])))
+        )
         standalone = not continuing and not joins
-        if md or (standalone and not _ends_sentence(line) and len(line) <= 40):
+        is_heading = False
+        if standalone and byline and after_heading:
+            # An author byline under a title: the title starts an article; the byline is no heading.
+            if pending_title_idx is not None and len(headings[pending_title_idx].text) >= 4:
+                h = headings[pending_title_idx]
+                headings[pending_title_idx] = Heading(h.start, h.end, h.text, 1)
+            pending_title_idx = None
+        elif md or (standalone and not _ends_sentence(line) and len(line) <= 40):
+            is_heading = True
             level = 1 if md else 2
             headings.append(Heading(start, pos, line, level))
             pending_title_idx = len(headings) - 1 if level == 2 else None
-        elif pending_title_idx is not None and standalone and _BYLINE.match(line):
-            # A heading followed by an author byline starts an article.
-            h = headings[pending_title_idx]
-            headings[pending_title_idx] = Heading(h.start, h.end, h.text, 1)
-            pending_title_idx = None
         elif not standalone or _ends_sentence(line):
             pending_title_idx = None
+        after_heading = is_heading
         continuing = joins
     text = "".join(parts)
     title = next((h.text for h in headings if len(h.text) >= 4), doc.doc_id)

@@ -264,16 +264,29 @@ def run_chats(backend: Backend, dialogues: Sequence[ChatDialogue], mode: str = "
     return out
 
 
-def calibrate_threshold(results: Sequence[ItemResult], max_false: float = 0.03) -> float | None:
-    """Highest abstain threshold whose false-abstention rate on answerable questions stays <= max_false.
+def calibrate_threshold(results: Sequence[ItemResult]) -> float | None:
+    """The abstain threshold that handles the most questions right on these results.
 
-    Meant for dev-split results produced with a threshold of 0 (nothing abstains).
+    Right means: an answerable question answered correctly and not abstained,
+    or an unanswerable one abstained. Abstaining on a question that would have
+    been answered wrongly costs nothing, so this trades false abstentions
+    against answers to unanswerable questions one for one. Meant for dev-split
+    results produced with a threshold so low that nothing abstains.
     """
-    answerable = sorted(r.confidence for r in results if r.item.answerable)
-    if not answerable:
+    if not results:
         return None
-    allowed = int(max_false * len(answerable))
-    return answerable[allowed] - 1e-6 if allowed < len(answerable) else answerable[-1]
+    candidates = sorted({r.confidence for r in results})
+    best_thr, best_right = None, -1
+    for i, conf in enumerate(candidates):
+        # Midpoints between observed confidences keep the threshold off the data.
+        thr = (conf + candidates[i - 1]) / 2 if i else conf - 1e-3
+        right = sum(
+            (r.confidence >= thr and r.correct) if r.item.answerable else (r.confidence < thr)
+            for r in results
+        )
+        if right > best_right:
+            best_thr, best_right = thr, right
+    return best_thr
 
 
 # --- report -------------------------------------------------------------------
@@ -369,7 +382,7 @@ def render_report(
             f"**follow-up accuracy {_fmt(acc, '')}** {_target('followup_accuracy', acc)}",
         ]
     if suggestion is not None:
-        lines += ["", f"Abstain threshold suggested by this run (false abstention ≤ 3%): {suggestion:.4f}"]
+        lines += ["", f"Abstain threshold suggested by this run (most questions handled right): {suggestion:.4f}"]
     main = runs.get("hybrid") or next(iter(runs.values()))
     lines += ["", "## By type", "", *_breakdown(main, lambda r: r.item.type)]
     lines += ["", "## By file", "", *_breakdown(main, lambda r: r.item.source or "(unanswerable)")]

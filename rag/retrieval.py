@@ -28,6 +28,12 @@ class Query:
     vector: np.ndarray  # normalised, shape (dim,)
     # Whole words with their sub-words and weights, for sentence scoring.
     terms: tuple[tuple[str, tuple[str, ...], float], ...] = ()
+    # The current question alone (differs from ``vector`` for chat follow-ups).
+    focus_vector: np.ndarray | None = None
+
+    @property
+    def sentence_vector(self) -> np.ndarray:
+        return self.vector if self.focus_vector is None else self.focus_vector
 
 
 class Retriever:

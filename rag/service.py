@@ -13,7 +13,7 @@ import re
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -87,14 +87,21 @@ class QueryEncoder:
                 fut.set_result(vec)
 
     def encode(self, text: str) -> np.ndarray:
+        return self.encode_many([text])[0]
+
+    def encode_many(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Encode several texts; they ride in the same batch when the worker is free."""
         if self._thread is None:
             with self._start_lock:
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._run, name="query-encoder", daemon=True)
                     self._thread.start()
-        fut: Future[np.ndarray] = Future()
-        self._queue.put((text, fut))
-        return fut.result()
+        futures: list[Future[np.ndarray]] = []
+        for text in texts:
+            fut: Future[np.ndarray] = Future()
+            self._queue.put((text, fut))
+            futures.append(fut)
+        return [f.result() for f in futures]
 
 
 class RagService:
@@ -164,22 +171,30 @@ class RagService:
 
     # --- queries ----------------------------------------------------------
 
+    # Earlier turns steer retrieval, but the sentence that answers must match
+    # the current question: context words count this much in sentence scoring.
+    CONTEXT_TERM_WEIGHT = 0.2
+    ANSWER_PASSAGES = 5
+
     def _query(self, state: _State, text: str, context: Sequence[tuple[str, float]] = ()) -> Query:
         tok = state.data.tokenizer
         tokens: list[str] = []
         weights: list[float] = []
         terms: dict[str, tuple[str, tuple[str, ...], float]] = {}
-        for piece, weight in [(text, 1.0), *context]:
+        for n, (piece, weight) in enumerate([(text, 1.0), *context]):
             for t in tok.tokenize(piece):
                 tokens.append(t)
                 weights.append(weight)
             for word, subs in tok.terms(piece):
                 if word not in terms:
-                    terms[word] = (word, subs, weight)
-        # Follow-ups are embedded with the earlier question they lean on.
-        dense_text = " ".join([c for c, _ in context if c][:1] + [text])
-        vector = self.encoder.encode(dense_text)
-        return Query(text, tuple(tokens), tuple(weights), vector, tuple(terms.values()))
+                    terms[word] = (word, subs, 1.0 if n == 0 else self.CONTEXT_TERM_WEIGHT * weight)
+        if context:
+            # Follow-ups retrieve with the earlier question they lean on; sentences
+            # are scored against the current question alone.
+            combined, focus = self.encoder.encode_many([f"{context[0][0]} {text}", text])
+        else:
+            combined = focus = self.encoder.encode(text)
+        return Query(text, tuple(tokens), tuple(weights), combined, tuple(terms.values()), focus)
 
     def _top_k(self, top_k: int | None) -> int:
         k = top_k or self.settings.default_top_k
@@ -204,15 +219,14 @@ class RagService:
         state = self.require()
         k = self._top_k(top_k)
         query = self._query(state, question, context)
-        hits = state.retriever.retrieve(query, max(k, 5), mode)
-        answer = state.composer.compose(question, query, hits)
+        hits = state.retriever.retrieve(query, max(k, self.ANSWER_PASSAGES), mode)
+        # The answer comes from the best few passages whatever top_k the caller wants back.
+        answer = state.composer.compose(question, query, hits[: self.ANSWER_PASSAGES])
         if self.generator is not None:
             # The LLM sees the earlier turn a follow-up leans on.
             asked = f"（上文：{context[0][0]}）{question}" if context else question
             answer = self.generator.generate(asked, hits[:k], answer)
-        if len(answer.hits) > k:
-            answer = Answer(answer.text, answer.abstained, answer.citations, answer.hits[:k],
-                            answer.confidence, answer.question, answer.note)
+        answer = replace(answer, hits=tuple(hits[:k]))
         return answer
 
     def chat(self, turns: Sequence[Turn], top_k: int | None = None, mode: str = "hybrid") -> Answer:

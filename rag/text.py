@@ -51,6 +51,9 @@ STOPWORDS = frozenset(
     着 过 给 让 使 通过 以 个 位 家 年 月 日""".split()
 )
 _EDGE_PARTICLES = "的了在与和是将把被对从向给及"
+_LEADING_PARTICLES = "等个"
+# Interrogative words say what is asked, not what to look for ("哪一年", "几位", "多少钱").
+_INTERROGATIVE = re.compile(r"[哪几谁啥]|多少|什么|怎么|怎样|如何|为何|为什么|何时|何地|多长|多大|多久|多远|多高")
 _TOKEN_OK = re.compile(f"[{CJK}A-Za-z0-9]")
 
 
@@ -84,10 +87,18 @@ def mine_user_words(texts: Sequence[str], min_count: int = 3, max_len: int = 6) 
 
     # A gram that only ever occurs inside one longer word has zero entropy on
     # one side, so the entropy test also keeps the longest form.
-    words.update(
+    found = {
         g
         for g, c in counts.items()
         if c >= min_count and entropy(left[g]) >= 1.0 and entropy(right[g]) >= 1.0
+    }
+    # "在杭州医药港" / "大创小镇的": a particle glued to a word that was found on its own
+    # would hide that word from BM25 wherever the particle precedes or follows it.
+    particles = _EDGE_PARTICLES + "于"
+    words.update(
+        g
+        for g in found
+        if not (g[0] in particles and g[1:] in found) and not (g[-1] in particles and g[:-1] in found)
     )
     return sorted(words)
 
@@ -126,8 +137,12 @@ class Tokenizer:
         seen = set()
         for word in self._jieba.lcut(text, HMM=True):  # type: ignore[union-attr]
             # HMM glues particles onto unknown words ("在杭州医药港", "中心的").
-            word = word.strip().strip(_EDGE_PARTICLES) if len(word) > 2 else word.strip()
+            word = word.strip()
+            if len(word) > 2:
+                word = word.strip(_EDGE_PARTICLES).lstrip(_LEADING_PARTICLES)
             if not word or word in seen or word in STOPWORDS or not _TOKEN_OK.search(word):
+                continue
+            if _INTERROGATIVE.search(word):
                 continue
             seen.add(word)
             subs = tuple(
@@ -147,4 +162,9 @@ class Tokenizer:
             if not token or token in STOPWORDS or not _TOKEN_OK.search(token):
                 continue
             out.append(token)
+            # HMM glues particles onto unknown words ("集聚了珉能科技" -> "了珉能"): index the bare word too.
+            if len(token) > 2 and not self._jieba.FREQ.get(token):  # type: ignore[union-attr]
+                bare = token.strip(_EDGE_PARTICLES)
+                if bare != token and len(bare) >= 2:
+                    out.append(bare)
         return out

@@ -218,6 +218,26 @@ def test_invalid_json_is_422(client, endpoint, raw):
 
 
 @pytest.mark.parametrize("endpoint", ALL)
+def test_body_that_is_not_utf8_is_400(client, endpoint):
+    path, body, _ = ENDPOINTS[endpoint]
+    raw = json.dumps(body("钱塘新区PLACEHOLDER")).encode().replace(b"PLACEHOLDER", b"\xff\xfe\xc0")
+    resp = client.post(path, content=raw, headers={"content-type": "application/json"})
+    assert_rejected(resp, 400, "parsing the body")
+
+
+@pytest.mark.parametrize("endpoint", ALL)
+@pytest.mark.parametrize("raw", [b"\\ud800", b"\xed\xa0\x80"], ids=["escaped", "utf8-encoded"])
+def test_lone_surrogate_is_422(client, endpoint, raw):
+    """JSON may smuggle in a lone surrogate (U+D800), which is no character at all."""
+    path, body, _ = ENDPOINTS[endpoint]
+    payload = json.dumps(body("钱塘新区PLACEHOLDER在哪里")).encode().replace(b"PLACEHOLDER", raw)
+    resp = client.post(path, content=payload, headers={"content-type": "application/json"})
+    text = assert_rejected(resp, 422)
+    assert "unicode string" in text or "U+D800" in text, text
+    assert {"ask": "question", "search": "query"}.get(endpoint, "messages") in text
+
+
+@pytest.mark.parametrize("endpoint", ALL)
 def test_json_that_is_not_an_object_is_422(client, endpoint):
     path = ENDPOINTS[endpoint][0]
     for body in ([], "钱塘新区", 42, None):
