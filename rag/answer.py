@@ -60,18 +60,19 @@ class Weights:
     context: float = 0.35  # share of coverage credited from the section title and previous sentence
 
 
-def novelty(text_key: str, query: Query) -> float:
-    """Share of a sentence's characters not taken by the question's own words."""
-    covered = [False] * len(text_key)
-    for word, subs, _ in query.terms:
-        for piece in (word, *subs):
-            start = text_key.find(piece)
-            while start >= 0:
-                covered[start : start + len(piece)] = [True] * len(piece)
-                start = text_key.find(piece, start + 1)
-    letters = [c for c, k in zip(text_key, covered, strict=True) if c.isalnum() and not k]
-    total = sum(1 for c in text_key if c.isalnum())
-    return len(letters) / total if total else 0.0
+def echo_pattern(query: Query) -> re.Pattern[str] | None:
+    """One regex matching any of the question's words or sub-words, longest first."""
+    pieces = sorted({p for word, subs, _ in query.terms for p in (word, *subs)}, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, pieces))) if pieces else None
+
+
+def novelty(text_key: str, pattern: re.Pattern[str] | None) -> float:
+    """Share of a sentence's letters and digits not taken by the question's own words."""
+    total = sum(c.isalnum() for c in text_key)
+    if not total:
+        return 0.0
+    rest = pattern.sub("", text_key) if pattern is not None else text_key
+    return sum(c.isalnum() for c in rest) / total
 
 
 class AnswerComposer:
@@ -117,6 +118,7 @@ class AnswerComposer:
         asks_number = bool(_ASKS_NUMBER.search(question))
         asks_date = bool(_ASKS_DATE.search(question))
         asks_reason = bool(_ASKS_REASON.search(question))
+        echo = echo_pattern(query)
         for hit in hits:
             ids = [i for i in hit.chunk.sent_ids if i not in seen]
             if not ids:
@@ -139,7 +141,7 @@ class AnswerComposer:
                     asks_date and not _HAS_DATE.search(sent.text)
                 ) or (asks_reason and not _HAS_REASON.search(sent.text)):
                     score -= w.type_miss
-                score -= w.echo * max(0.0, 0.3 - novelty(key, query)) / 0.3
+                score -= w.echo * max(0.0, 0.3 - novelty(key, echo)) / 0.3
                 out.append(ScoredSentence(sent, score, cover, float(d), hit, float(dc)))
         out.sort(key=lambda s: -s.score)
         return out

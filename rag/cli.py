@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="time index builds and HTTP load; writes eval/reports/bench.md")
     bench.add_argument("--duration", type=float, default=10.0, help="seconds per concurrency level")
-    bench.add_argument("--concurrency", default="1,4,16", help="comma-separated client counts")
+    bench.add_argument("--concurrency", default="1,4,8,16", help="comma-separated client counts")
     bench.add_argument("--report", type=Path, default=Path("eval/reports/bench.md"))
     bench.add_argument("--skip-build", action="store_true", help="skip the index build timings")
     bench.set_defaults(func=_cmd_bench)

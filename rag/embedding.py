@@ -43,9 +43,11 @@ class Embedder:
     threads and the service shares one Embedder.
     """
 
-    def __init__(self, model_path: Path, batch_size: int = 16) -> None:
+    def __init__(self, model_path: Path, batch_size: int = 16, threads: int | None = None) -> None:
         self.model_path = model_path
         self.batch_size = batch_size
+        # More threads than cores only contend (2 cores here).
+        self.threads = threads or max(1, min(2, os.cpu_count() or 1))
         self._model = None
         self._lock = threading.Lock()
 
@@ -53,16 +55,20 @@ class Embedder:
     def name(self) -> str:
         return self.model_path.name
 
+    def set_threads(self) -> None:
+        """Intra-op threads for the calling thread (OpenMP settings are per thread)."""
+        import torch
+
+        torch.set_num_threads(self.threads)
+
     def warm_up(self) -> None:
         if self._model is not None:
             return
         with self._lock:
             if self._model is None:
-                import torch
                 from sentence_transformers import SentenceTransformer
 
-                # Two cores: intra-op threads beyond that only contend.
-                torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+                self.set_threads()
                 self._model = SentenceTransformer(str(self.model_path), device="cpu")
 
     @property

@@ -70,6 +70,8 @@ class QueryEncoder:
         self._start_lock = threading.Lock()
 
     def _run(self) -> None:
+        # OpenMP thread counts are per thread: set them where the model runs.
+        self.embedder.set_threads()
         while True:
             batch = [self._queue.get()]
             while len(batch) < self.max_batch:

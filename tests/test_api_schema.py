@@ -17,9 +17,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import schemathesis
-from schemathesis.config import SchemathesisConfig
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from schemathesis.config import SchemathesisConfig
 
 API_KEY = "schema-fuzz-key"
 
