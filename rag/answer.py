@@ -30,7 +30,16 @@ _HAS_NUMBER = re.compile(rf"\d|[{_NUMERALS}]+[个家项年座所次位名倍成�
 _HAS_DATE = re.compile(r"\d{4}\s*年|\d{1,2}\s*月|\d{1,2}\s*日|今年|去年|明年|年底|年初|上半年|下半年|季度")
 _HAS_REASON = re.compile(r"因为|由于|原因|为了|所以|因此|从而|得益于|导致|使得|以便")
 # A sentence that opens with a pronoun needs the sentence before it to name its subject.
-_ANAPHOR = re.compile(r"^[“\"]?(她|他|它|其|该|此|这|这里|那里|他们|她们|它们)")
+_ANAPHOR = re.compile(r"^[“\"]?(她|他|它|其[^他中次余实]|该[^地区市县]|这[里家位些]|那[里家位些]|此处)")
+_UNITS = (
+    "万亿元|亿美元|万美元|亿元|万元|元|平方公里|平方米|万平方米|公里|千米|米|亩|万人次|人次|万人|人|名|家|个|项|"
+    "%|倍|天|小时|分钟|秒|吨|辆|台|套|所|座|栋|条|款|批|届|位|成"
+)
+_DATE_VALUE = re.compile(r"\d{4}年(?:\d{1,2}月)?(?:\d{1,2}日)?|\d{1,2}月\d{1,2}日|\d{1,2}月")
+_NUMBER_VALUE = re.compile(
+    rf"(?:约|近|超|超过|逾|达|共)?(?:\d+(?:\.\d+)?|[一二三四五六七八九十两百千万]+)(?:多|余)?(?:万亿|亿|万|千)?(?:{_UNITS})(?:以上|左右|多)?"
+    r"|\d+(?:\.\d+)?%"
+)
 _CLAUSE = re.compile(r"[^，,；;：:。！？!?]+[，,；;：:。！？!?]*")
 _TERMINAL = tuple("。！？!?；;…”\"）)")
 
@@ -181,6 +190,37 @@ class AnswerComposer:
         piece = "".join(clauses[lo : hi + 1])[: limit - 2]
         return ("…" if lo > 0 else "") + piece + ("…" if hi < len(clauses) - 1 else "")
 
+    @staticmethod
+    def lead_value(question: str, query: Query, sentence: str) -> str | None:
+        """The number or date that answers a 多少/何时 question, when the sentence makes it clear.
+
+        Taken as the first value after the last of the question's words found
+        in the sentence ("总投资7.6亿美元" for "总投资是多少"); None when no
+        question word precedes a value, so the answer then opens with the sentence.
+        """
+        if _ASKS_DATE.search(question):
+            pattern = _DATE_VALUE
+        elif _ASKS_NUMBER.search(question):
+            pattern = _NUMBER_VALUE
+        else:
+            return None
+        text = sentence.lower()
+        anchor = -1
+        for word, subs, weight in query.terms:
+            if weight < 1.0:
+                continue  # words from earlier chat turns do not anchor
+            for piece in (word, *subs):
+                pos = text.find(piece)
+                if pos >= 0:
+                    anchor = max(anchor, pos + len(piece))
+        if anchor < 0:
+            return None
+        m = pattern.search(sentence, anchor)
+        # The value must follow its anchor closely, in the same clause.
+        if m is None or m.start() - anchor > 12 or re.search(r"[，。；,;]", sentence[anchor : m.start()]):
+            return None
+        return m.group().strip().removeprefix("达").removeprefix("共")
+
     def _span(self, best: Sentence) -> list[Sentence]:
         """The best sentence, with the one before when it opens with a pronoun
         and the one after when it only introduces what follows (ends with a colon)."""
@@ -216,6 +256,10 @@ class AnswerComposer:
                 used.add(cand.sentence.sent_id)
         groups.sort(key=lambda g: (g[0][0].doc_id, g[0][0].start))
         parts, citations = [], []
+        lead = self.lead_value(question, query, best.sentence.text)
+        if lead:
+            parts.append(f"{lead}。")
+            budget -= len(lead) + 1
         share = budget // len(groups) - 4
         for n, (span, item) in enumerate(groups, start=1):
             first, last = span[0], span[-1]
