@@ -25,6 +25,8 @@ NOT_FOUND = "资料中没有找到这个问题的答案。"
 _ASKS_NUMBER = re.compile(r"多少|几[个家项年座所次位名倍成亿万千百十天秒分种条款台辆人%]|多大|多长|多高|多远|多久|比例|比重|百分之|占比|第几")
 _ASKS_DATE = re.compile(r"何时|什么时候|哪一?年|哪一?天|哪个月|几月|几号|哪日|日期")
 _ASKS_REASON = re.compile(r"为什么|为何|原因|何以|怎么会")
+_ASKS_NAME = re.compile(r"叫什么|什么名|名称|称为什么|称作什么|简称")
+_HAS_NAME = re.compile(r"“[^”]{2,20}”|《[^》]{2,30}》|「[^」]{2,20}」")
 _NUMERALS = "0-9一二三四五六七八九十百千万亿两半"
 _HAS_NUMBER = re.compile(rf"\d|[{_NUMERALS}]+[个家项年座所次位名倍成亿万千百天秒种条款台辆人元米%]")
 _HAS_DATE = re.compile(r"\d{4}\s*年|\d{1,2}\s*月|\d{1,2}\s*日|今年|去年|明年|年底|年初|上半年|下半年|季度")
@@ -127,6 +129,7 @@ class AnswerComposer:
         asks_number = bool(_ASKS_NUMBER.search(question))
         asks_date = bool(_ASKS_DATE.search(question))
         asks_reason = bool(_ASKS_REASON.search(question))
+        asks_name = bool(_ASKS_NAME.search(question))
         echo = echo_pattern(query)
         for hit in hits:
             ids = [i for i in hit.chunk.sent_ids if i not in seen]
@@ -148,7 +151,9 @@ class AnswerComposer:
                     score -= w.heading
                 if (asks_number and not _HAS_NUMBER.search(sent.text)) or (
                     asks_date and not _HAS_DATE.search(sent.text)
-                ) or (asks_reason and not _HAS_REASON.search(sent.text)):
+                ) or (asks_reason and not _HAS_REASON.search(sent.text)) or (
+                    asks_name and not _HAS_NAME.search(sent.text)
+                ):
                     score -= w.type_miss
                 score -= w.echo * max(0.0, 0.3 - novelty(key, echo)) / 0.3
                 out.append(ScoredSentence(sent, score, cover, float(d), hit, float(dc)))

@@ -192,6 +192,34 @@ class ItemResult:
     notes: list[str] = field(default_factory=list)
 
 
+def _longest_common_substring(a: str, b: str) -> int:
+    best = 0
+    prev = [0] * (len(b) + 1)
+    for ca in a:
+        cur = [0] * (len(b) + 1)
+        for j, cb in enumerate(b, start=1):
+            if ca == cb:
+                cur[j] = prev[j - 1] + 1
+                best = max(best, cur[j])
+        prev = cur
+    return best
+
+
+def cites_evidence(cited: str, evidence: str) -> bool:
+    """Does a cited text point at the evidence?
+
+    True when it contains the evidence, or shares most of it: gold evidence is
+    a span of one raw line and may run across a sentence end (…万辆；同时…),
+    while citations are whole sentences. Most means at least 60% of the
+    evidence and 8 characters, as one unbroken run.
+    """
+    ev, text = match_key(evidence), match_key(cited)
+    if ev in text:
+        return True
+    need = max(8, int(0.6 * len(ev) + 0.5))
+    return len(ev) >= need and _longest_common_substring(ev, text) >= need
+
+
 def score_item(item: GoldItem, result: dict[str, Any], seconds: float) -> ItemResult:
     hits = result.get("hits", [])
     r = ItemResult(
@@ -204,7 +232,7 @@ def score_item(item: GoldItem, result: dict[str, Any], seconds: float) -> ItemRe
             if ev in match_key(text):
                 r.evidence_rank = rank
                 break
-        r.citation_hit = any(ev in match_key(c["text"]) for c in r.citations)
+        r.citation_hit = any(cites_evidence(c["text"], item.evidence) for c in r.citations)
     if item.answerable:
         text = match_key(r.answer)
         r.correct = not r.abstained and any(match_key(a) in text for a in item.answers)
