@@ -36,22 +36,22 @@ install-dev: $(VENV)/.installed-dev
 
 # Builds the index only when it is missing; `make index` always rebuilds
 # (incrementally: unchanged files reuse their cached embeddings).
-index/manifest.json: | $(VENV)/.installed
+index/current/manifest.json: | $(VENV)/.installed
 	$(BIN)/rag index rebuild
 
-run: $(VENV)/.installed index/manifest.json
+run: $(VENV)/.installed index/current/manifest.json
 	$(BIN)/rag serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.installed-dev index/manifest.json
+test: $(VENV)/.installed-dev index/current/manifest.json
 	$(BIN)/python -m pytest
 
 index: $(VENV)/.installed
 	$(BIN)/rag index rebuild
 
-eval: $(VENV)/.installed index/manifest.json
+eval: $(VENV)/.installed index/current/manifest.json
 	$(BIN)/rag eval
 
-bench: $(VENV)/.installed-dev index/manifest.json
+bench: $(VENV)/.installed-dev index/current/manifest.json
 	$(BIN)/rag bench
 
 lint: $(VENV)/.installed-dev

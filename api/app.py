@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import openai_compat
@@ -40,7 +41,7 @@ from api.schemas import (
     SearchResponse,
 )
 from rag.config import Settings
-from rag.index import IndexNotReady, index_version
+from rag.index import IndexNotReady
 from rag.service import RagService, Turn, answer_to_dict, hit_to_dict
 
 log = logging.getLogger("rag.api")
@@ -131,10 +132,16 @@ def _watch(app: FastAPI, stop: threading.Event) -> None:
     """Poll the ``current`` index link and hot-swap a rebuilt index."""
     service: RagService = app.state.service
     interval = app.state.settings.reload_watch_seconds
+    reported = service.error
     while not stop.wait(interval):
         try:
             if service.reload():
-                log.info("index reloaded: %s", index_version(service.settings))
+                log.info("index reloaded: %s", service.version)
+            elif service.error and service.error != reported:
+                # Said once per failure, not on every poll.
+                log.warning("index not loaded%s: %s",
+                            "; still serving the previous index" if service.ready else "", service.error)
+            reported = service.error
         except Exception:  # the watcher must outlive a bad build
             log.exception("index reload failed; still serving the previous index")
 
@@ -183,6 +190,10 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
 
     @app.exception_handler(ValueError)
     async def _bad_value(request: Request, exc: ValueError) -> JSONResponse:
+        if isinstance(exc, ValidationError):
+            # A pydantic error raised inside a route is the server's own data not fitting its
+            # models (requests are validated before the route runs): a 500, not the client's fault.
+            return await _unexpected(request, exc)
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
     @app.exception_handler(Exception)
@@ -207,8 +218,10 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
         body = HealthResponse(status="not ready", ready=False, model=svc.embedder.name, detail=svc.error)
         if svc.ready:
             data = svc.data
+            # detail: why a rebuilt index was not loaded, if it was not (the previous one keeps serving).
             body = HealthResponse(status="ok", ready=True, chunks=len(data.chunks), documents=len(data.documents),
-                                  model=svc.embedder.name, index_built_at=data.manifest.get("built_at"))
+                                  model=svc.embedder.name, index_built_at=data.manifest.get("built_at"),
+                                  detail=svc.error)
             return body
         return JSONResponse(body.model_dump(), status_code=503)
 
@@ -260,7 +273,7 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
         swapped = svc.reload()
         if not svc.ready:
             raise IndexNotReady(svc.error or "index not loaded")
-        return ReloadResponse(reloaded=swapped, index=index_version(svc.settings))
+        return ReloadResponse(reloaded=swapped, index=svc.version, error=svc.error)
 
     openai_compat.register(app, protected)
 

@@ -171,7 +171,8 @@ class DocumentSummary(BaseModel):
 
 class ReloadResponse(BaseModel):
     reloaded: bool
-    index: str | None
+    index: str | None = Field(description="The build being served after the call.")
+    error: str | None = Field(None, description="Why the rebuilt index was not loaded, if it was not.")
 
 
 class ErrorResponse(BaseModel):

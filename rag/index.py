@@ -383,9 +383,10 @@ def load_index(settings: Settings, model_fp: str | None = None) -> IndexData:
     try:
         manifest = json.loads((path / "manifest.json").read_text())
         version = manifest["format_version"]
-        expected_model = manifest["model"]["weights_sha256"]
+        expected_model = str(manifest["model"]["weights_sha256"])
         dimension = int(manifest["dimension"])
-        counts = manifest["counts"]
+        # Read (and type-check) here, so a manifest of the wrong shape is "unreadable", not a crash later.
+        counts = {name: int(manifest["counts"][name]) for name in ("chunks", "sentences")}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise IndexNotReady(f"Index manifest at {path} is unreadable ({exc}). {REBUILD_HINT}") from exc
     if version != FORMAT_VERSION:
@@ -399,14 +400,20 @@ def load_index(settings: Settings, model_fp: str | None = None) -> IndexData:
             f"Index was built with another embedding model ({manifest['model'].get('name')}, "
             f"weights {expected_model[:12]}) than the configured one (weights {model_fp[:12]}). {REBUILD_HINT}"
         )
+    reading = "dense.faiss"
     try:
         import faiss
 
         dense = faiss.read_index(str(path / "dense.faiss"))
+        reading = "sentences.npy"
         sentence_vectors = np.load(path / "sentences.npy")
+        reading = "keyword.npz"
         keyword = KeywordIndex.load(path, "keyword")
+        reading = "store.json"
         store = json.loads((path / "store.json").read_text(encoding="utf-8"))
+        reading = "userdict.txt"
         user_words = (path / "userdict.txt").read_text(encoding="utf-8").split()
+        reading = "store.json"  # its records become documents, chunks and sentences below
         documents = {
             d["doc_id"]: CleanDocument(
                 d["doc_id"], d["path"], d["sha256"], d["text"],
@@ -419,7 +426,11 @@ def load_index(settings: Settings, model_fp: str | None = None) -> IndexData:
         chunks = tuple(Chunk(**{**c, "sent_ids": tuple(c["sent_ids"])}) for c in store["chunks"])
         sentences = tuple(Sentence(**s) for s in store["sentences"])
     except Exception as exc:  # any parse failure means the files are damaged
-        raise IndexNotReady(f"Index at {path} is corrupt ({type(exc).__name__}: {exc}). {REBUILD_HINT}") from exc
+        # Name the file, not the library's message: that one can hold source paths (faiss's do),
+        # and this text is shown by /health. The cause stays chained for logs and debugging.
+        raise IndexNotReady(
+            f"Index at {path} is corrupt ({reading} is unreadable: {type(exc).__name__}). {REBUILD_HINT}"
+        ) from exc
     problems = []
     if dense.d != dimension or sentence_vectors.shape[1:] != (dimension,):
         problems.append(f"vector dimension differs from the manifest ({dimension})")

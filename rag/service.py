@@ -116,6 +116,7 @@ class RagService:
         self._model_fp: str | None = None
         self._state: _State | None = None
         self._reload_lock = threading.Lock()
+        self._failed_version: str | None = None  # a build that failed to load; retried when the link moves
         self.error: str | None = None
         # Optional LLM writer (RAG_LLM_BASE_URL); the extractive answer is its fallback.
         self.generator = None
@@ -145,17 +146,30 @@ class RagService:
         """
         with self._reload_lock:
             version = index_version(self.settings)
-            if not force and self._state is not None and version == self._state.version:
+            if not force and self._state is not None and (
+                version == self._state.version or (version is not None and version == self._failed_version)
+            ):
+                # Unchanged, or a build that already failed to load: do not reload it on every poll.
+                if version == self._state.version:
+                    self.error = self._failed_version = None  # the link is back on the served build
                 return False
             try:
                 data = load_index(self.settings, self._model_fp)
             except IndexNotReady as exc:
                 # The previous state (if any) keeps serving.
                 self.error = str(exc)
+                self._failed_version = version
                 return False
             self._state = _State(data, Retriever(data, self.settings), AnswerComposer(data, self.settings), version)
             self.error = None
+            self._failed_version = None
             return True
+
+    @property
+    def version(self) -> str | None:
+        """The build being served (the ``current`` link's target when it was loaded)."""
+        state = self._state
+        return state.version if state is not None else None
 
     @property
     def ready(self) -> bool:

@@ -8,7 +8,9 @@ and never lose the live index to a rebuild that dies.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -30,6 +32,8 @@ from rag.service import RagService
 
 RAG = str(Path(sys.executable).with_name("rag"))
 HINT = "make index"
+# Source locations that must never reach a client (ours or a library's, e.g. faiss's C++ files).
+CODE_PATHS = re.compile(r"Traceback|File \"|\.(py|pyx|cpp|cc|h|hpp)\b|site-packages")
 QUESTION = {"question": "杭州综合保税区获批于哪一年？"}
 
 
@@ -95,6 +99,7 @@ def assert_not_ready(url: str) -> None:
     body = health.json()
     assert body["ready"] is False and body["status"] == "not ready"
     assert HINT in body["detail"]
+    assert not CODE_PATHS.search(health.text), health.text
     requests = [
         ("POST", "/ask", QUESTION),
         ("POST", "/search", {"query": "杭州综合保税区"}),
@@ -110,7 +115,7 @@ def assert_not_ready(url: str) -> None:
             detail = resp.json()["detail"]
             assert HINT in detail, (path, detail)
             assert "answer" not in resp.json() and "hits" not in resp.json()
-            assert "Traceback" not in resp.text
+            assert not CODE_PATHS.search(resp.text), resp.text
 
 
 def rebuild_cmd(index_dir: Path, corpus_dir: Path, *extra: str) -> list[str]:
@@ -174,6 +179,10 @@ def _other_format(manifest: dict) -> None:
     manifest["format_version"] = 999
 
 
+def _counts_of_wrong_type(manifest: dict) -> None:
+    manifest["counts"] = ["chunks", 1]
+
+
 def _fewer_sentences(build: Path) -> None:
     import numpy as np
 
@@ -195,6 +204,7 @@ DAMAGE = {
     "manifest.json not an object": (_garbage("manifest.json", b"[1, 2, 3]"), "unreadable"),
     "manifest from another model": (_edit_manifest(_other_model), "another embedding model"),
     "manifest of another format": (_edit_manifest(_other_format), "format"),
+    "manifest with counts of the wrong type": (_edit_manifest(_counts_of_wrong_type), "unreadable"),
     "sentences.npy truncated": (_truncate("sentences.npy", 0.6), "corrupt"),
     "sentences.npy with fewer rows": (_fewer_sentences, "sentence counts differ"),
     "store.json truncated": (_truncate("store.json", 0.5), "corrupt"),
@@ -234,27 +244,69 @@ def test_dangling_current_link_is_refused(settings, service, tmp_path):
         assert_not_ready(url)
 
 
-def test_damage_after_start_keeps_the_loaded_index_serving(settings, service, tmp_path):
-    """A rebuilt index that turns out corrupt is not swapped in; the old one keeps answering."""
+def _swap_in(index_dir: Path, build: Path) -> None:
+    """Point ``current`` at ``build`` the way a rebuild does (atomic replace of the link)."""
+    tmp_link = index_dir / ".current.tmp-test"
+    tmp_link.symlink_to(Path("builds") / build.name)
+    os.replace(tmp_link, index_dir / "current")
+
+
+def test_damaged_rebuild_is_not_swapped_in_and_is_reported(settings, service, tmp_path, monkeypatch, caplog):
+    """A rebuilt index that turns out corrupt is not loaded; the old one keeps answering.
+
+    /health, the admin reload and the log say why; the watcher does not reload the
+    broken build on every poll; a good build after it is picked up.
+    """
+    import rag.service
+
+    attempts: list[str | None] = []
+    real_load = rag.service.load_index
+
+    def counting_load(s, *args, **kwargs):
+        if s.index_dir == index_dir:
+            attempts.append(os.readlink(index_dir / "current"))
+        return real_load(s, *args, **kwargs)
+
+    monkeypatch.setattr(rag.service, "load_index", counting_load)
     index_dir = copy_index(settings.index_dir, tmp_path / "index")
-    live = settings_for(index_dir, reload_watch_seconds=0.2)
+    live = settings_for(index_dir, reload_watch_seconds=0.1, api_key="admin-key")
     svc = service_over(live, service)
-    with run_server(create_app(live, service=svc)) as url:
+    good = (index_dir / "current").resolve()
+    auth = {"Authorization": "Bearer admin-key"}
+    with caplog.at_level(logging.WARNING, logger="rag.api"), run_server(create_app(live, service=svc)) as url:
         old = httpx.get(f"{url}/health", timeout=60).json()
-        # A "new build" whose vectors are cut short, swapped in as rebuilds do.
-        builds = index_dir / "builds"
-        bad = builds / "29990101T000000000000Z"
-        shutil.copytree((index_dir / "current").resolve(), bad)
+        assert old["detail"] is None
+        bad = index_dir / "builds" / "29990101T000000000000Z"
+        shutil.copytree(good, bad)
         _truncate("dense.faiss", 0.5)(bad)
-        tmp_link = index_dir / ".current.tmp"
-        tmp_link.symlink_to(Path("builds") / bad.name)
-        os.replace(tmp_link, index_dir / "current")
+        _swap_in(index_dir, bad)
         wait_for(lambda: svc.error is not None, "the watcher to try the damaged build")
-        assert HINT in svc.error
         health = httpx.get(f"{url}/health", timeout=60)
-        assert health.status_code == 200 and health.json() == old
-        resp = httpx.post(f"{url}/ask", json=QUESTION, timeout=120)
+        assert health.status_code == 200
+        body = health.json()
+        assert body["ready"] and body["index_built_at"] == old["index_built_at"] and body["chunks"] == old["chunks"]
+        assert HINT in body["detail"] and "corrupt" in body["detail"]
+        resp = httpx.post(f"{url}/ask", json=QUESTION, headers=auth, timeout=120)
         assert resp.status_code == 200 and resp.json()["answer"]
+        # The admin reload names the build actually served and the reason, not the broken link target.
+        reload = httpx.post(f"{url}/admin/reload", headers=auth, timeout=120).json()
+        assert reload["reloaded"] is False
+        assert reload["index"] == f"builds/{good.name}"
+        assert HINT in reload["error"]
+        # Polls go on (every 0.1 s) but the same broken build is loaded once, and reported once.
+        polls = threading.Event()
+        polls.wait(1.0)
+        assert attempts.count(f"builds/{bad.name}") == 1, attempts
+        warnings = [r for r in caplog.records if "still serving the previous index" in r.getMessage()]
+        assert len(warnings) == 1 and "corrupt" in warnings[0].getMessage()
+        # A good build after it is loaded, and the error clears.
+        fixed = index_dir / "builds" / "29990102T000000000000Z"
+        shutil.copytree(good, fixed)
+        _swap_in(index_dir, fixed)
+        wait_for(lambda: httpx.get(f"{url}/health", timeout=60).json()["detail"] is None, "the good build")
+        assert svc.version == f"builds/{fixed.name}"
+        reload = httpx.post(f"{url}/admin/reload", headers=auth, timeout=120).json()
+        assert reload == {"reloaded": False, "index": f"builds/{fixed.name}", "error": None}
 
 
 # --- (c) rebuild while serving ---------------------------------------------------------------

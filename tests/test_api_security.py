@@ -6,6 +6,7 @@ back in a response (body or headers) nor reach the server's logs.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Iterator
@@ -376,3 +377,33 @@ def test_unexpected_error_is_a_bare_500(service, settings, caplog):
             assert "internal-secret" not in resp.text
     # Operators still get the details in the log.
     assert any("unhandled error on POST /ask" in r.getMessage() for r in caplog.records)
+
+
+@dataclasses.dataclass(frozen=True)
+class _PartialCitation:
+    """A citation missing fields the wire schema requires (a server-side bug, not the client's)."""
+
+    id: int
+    doc_id: str
+    title: str
+    line_start: int
+    line_end: int
+
+
+class _BadCitations(_Exploding):
+    def chat(self, *args, **kwargs):
+        answer = self._inner.chat(*args, **kwargs)
+        return dataclasses.replace(answer, citations=(_PartialCitation(1, "x", "t", 1, 2),))
+
+
+def test_server_side_validation_error_is_500_not_400(service, settings):
+    """Pydantic errors raised inside a route are the server's fault: a bare 500, no schema details."""
+    from conftest import run_server
+
+    from api.app import create_app
+
+    app = create_app(settings.model_copy(update={"api_key": None}), service=_BadCitations(service))
+    with run_server(app) as url:
+        resp = httpx.post(f"{url}/v1/chat/completions", json=CHAT, timeout=60)
+    assert resp.status_code == 500, resp.text
+    assert resp.json() == {"detail": "internal error"}
