@@ -14,10 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-# Nothing may be fetched at run time: the model ships inside a package.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
 _WEIGHT_SUFFIXES = (".bin", ".safetensors")
 
 
