@@ -161,18 +161,19 @@ class AnswerComposer:
         return out
 
     @staticmethod
-    def confidence(scored: list[ScoredSentence]) -> float:
-        """How sure we are that the best sentence answers; compared with the abstain threshold.
+    def confidence(scored: list[ScoredSentence], used: set[int]) -> float:
+        """How sure we are that the answer holds; compared with the abstain threshold.
 
         The best sentence's similarity to the question plus its lead over the
-        runner-up: when the sources hold the answer one sentence stands out;
-        when they do not, several half-matching sentences score alike.
-        (Chosen on the dev split among score, coverage and missing-word features.)
+        best sentence left out of the answer: when the sources hold the answer
+        the cited sentences stand out; when they do not, many half-matching
+        sentences score alike. (Chosen on the dev split among score, coverage
+        and missing-word features.)
         """
         best = scored[0]
-        margin = best.score - scored[1].score if len(scored) > 1 else best.score
+        rest = next((s.score for s in scored if s.sentence.sent_id not in used), 0.0)
         # A terse follow-up ("每届聘期多长？") is judged with the turn it leans on.
-        return max(best.dense, best.context_dense) + margin
+        return max(best.dense, best.context_dense) + best.score - rest
 
     def _trim(self, text: str, query: Query, limit: int) -> str:
         """Shorten a long passage to its clauses that carry the question's words."""
@@ -245,9 +246,6 @@ class AnswerComposer:
         if not scored:
             return Answer(NOT_FOUND, True, (), tuple(hits), 0.0, question)
         best = scored[0]
-        conf = self.confidence(scored)
-        if conf < self.settings.abstain_threshold:
-            return Answer(NOT_FOUND + " 以下是最接近的段落，供参考。", True, (), tuple(hits), conf, question)
         budget = self.settings.answer_max_chars
         groups = [(self._span(best.sentence), best)]
         used = {s.sent_id for s in groups[0][0]}
@@ -259,6 +257,9 @@ class AnswerComposer:
             if cand.score >= 0.95 * best.score and total <= budget and cand.sentence.sent_id not in used:
                 groups.append(([cand.sentence], cand))
                 used.add(cand.sentence.sent_id)
+        conf = self.confidence(scored, used)
+        if conf < self.settings.abstain_threshold:
+            return Answer(NOT_FOUND + " 以下是最接近的段落，供参考。", True, (), tuple(hits), conf, question)
         groups.sort(key=lambda g: (g[0][0].doc_id, g[0][0].start))
         parts, citations = [], []
         lead = self.lead_value(question, query, best.sentence.text)

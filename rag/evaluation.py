@@ -292,22 +292,27 @@ def run_chats(backend: Backend, dialogues: Sequence[ChatDialogue], mode: str = "
     return out
 
 
-def calibrate_threshold(results: Sequence[ItemResult]) -> float | None:
-    """The abstain threshold that handles the most questions right on these results.
+def calibrate_threshold(results: Sequence[ItemResult], max_false: float = 0.03) -> float | None:
+    """The abstain threshold that handles the most questions right, within a false-abstention budget.
 
     Right means: an answerable question answered correctly and not abstained,
-    or an unanswerable one abstained. Abstaining on a question that would have
-    been answered wrongly costs nothing, so this trades false abstentions
-    against answers to unanswerable questions one for one. Meant for dev-split
+    or an unanswerable one abstained. Among thresholds whose false-abstention
+    rate on answerable questions stays within ``max_false`` (the product
+    target), the one with the most right is chosen: a wrongly withheld answer
+    costs the user more than a cited answer they can check. Meant for dev-split
     results produced with a threshold so low that nothing abstains.
     """
-    if not results:
+    answerable = [r for r in results if r.item.answerable]
+    if not answerable:
         return None
     candidates = sorted({r.confidence for r in results})
-    best_thr, best_right = None, -1
+    best_thr, best_right = min(candidates) - 1e-3, -1
     for i, conf in enumerate(candidates):
         # Midpoints between observed confidences keep the threshold off the data.
         thr = (conf + candidates[i - 1]) / 2 if i else conf - 1e-3
+        false = sum(r.confidence < thr for r in answerable) / len(answerable)
+        if false > max_false:
+            break
         right = sum(
             (r.confidence >= thr and r.correct) if r.item.answerable else (r.confidence < thr)
             for r in results
@@ -410,7 +415,7 @@ def render_report(
             f"**follow-up accuracy {_fmt(acc, '')}** {_target('followup_accuracy', acc)}",
         ]
     if suggestion is not None:
-        lines += ["", f"Abstain threshold suggested by this run (most questions handled right): {suggestion:.4f}"]
+        lines += ["", f"Abstain threshold suggested by this run (most handled right with false abstention ≤ 3%): {suggestion:.4f}"]
     main = runs.get("hybrid") or next(iter(runs.values()))
     lines += ["", "## By type", "", *_breakdown(main, lambda r: r.item.type)]
     lines += ["", "## By file", "", *_breakdown(main, lambda r: r.item.source or "(unanswerable)")]
