@@ -39,9 +39,12 @@ class Embedder:
     threads and the service shares one Embedder.
     """
 
-    def __init__(self, model_path: Path, batch_size: int = 16, threads: int | None = None) -> None:
+    def __init__(
+        self, model_path: Path, batch_size: int = 16, threads: int | None = None, max_tokens: int | None = None
+    ) -> None:
         self.model_path = model_path
         self.batch_size = batch_size
+        self.max_tokens = max_tokens
         # More threads than cores only contend (2 cores here).
         self.threads = threads or max(1, min(2, os.cpu_count() or 1))
         self._model = None
@@ -65,7 +68,10 @@ class Embedder:
                 from sentence_transformers import SentenceTransformer
 
                 self.set_threads()
-                self._model = SentenceTransformer(str(self.model_path), device="cpu")
+                model = SentenceTransformer(str(self.model_path), device="cpu")
+                if self.max_tokens:
+                    model.max_seq_length = min(self.max_tokens, model.max_seq_length or self.max_tokens)
+                self._model = model
 
     @property
     def dimension(self) -> int:

@@ -96,6 +96,7 @@ def _chunk_settings(settings: Settings) -> dict[str, Any]:
         "max_chars": settings.chunk_max_chars,
         "overlap_sentences": settings.chunk_overlap_sentences,
         "faiss_index_type": settings.faiss_index_type,
+        "embed_max_tokens": settings.embed_max_tokens,
     }
 
 
@@ -124,8 +125,8 @@ def _input_fingerprint(files: dict[str, str], model_fp: str, settings: Settings)
 class EmbeddingCache:
     """Vectors keyed by sha1(text), one file per model fingerprint."""
 
-    def __init__(self, folder: Path, model_fp: str) -> None:
-        self.path = folder / f"{model_fp[:16]}.npz"
+    def __init__(self, folder: Path, model_fp: str, max_tokens: int) -> None:
+        self.path = folder / f"{model_fp[:16]}-{max_tokens}.npz"
         self.vectors: dict[str, np.ndarray] = {}
         if self.path.exists():
             try:
@@ -258,12 +259,12 @@ def rebuild(
     chunk_inputs = [_embed_input(c.title, c.text) for c in chunks]
     keyword = KeywordIndex.build([tokenizer.tokenize(t) for t in chunk_inputs])
 
-    cache = EmbeddingCache(settings.index_dir / "cache", model_fp)
+    cache = EmbeddingCache(settings.index_dir / "cache", model_fp, settings.embed_max_tokens)
     embedder: list[Embedder] = []
 
     def factory() -> Embedder:
         if not embedder:
-            emb = Embedder(model_path, settings.embed_batch_size)
+            emb = Embedder(model_path, settings.embed_batch_size, max_tokens=settings.embed_max_tokens)
             emb.warm_up()
             embedder.append(emb)
         return embedder[0]
