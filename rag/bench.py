@@ -7,45 +7,22 @@ load generator does not share its interpreter.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rag.config import Settings
+from rag.loadtest import LoadResult, run_load
 
 QUESTIONS_FILE = Path("eval/gold.jsonl")
 FALLBACK_QUESTIONS = ["钱塘新区哪个产业平台主攻半导体产业？", "杭州综合保税区的面积有多大？", "之江实验室的主任是谁？"]
-
-
-@dataclass(frozen=True, slots=True)
-class LoadResult:
-    concurrency: int
-    requests: int
-    errors: int
-    seconds: float
-    p50_ms: float
-    p95_ms: float
-    p99_ms: float
-
-    @property
-    def rps(self) -> float:
-        return self.requests / self.seconds if self.seconds else 0.0
-
-
-def _percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
 def time_builds(settings: Settings, log: Any = print) -> dict[str, float]:
@@ -87,46 +64,21 @@ def _questions() -> list[str]:
     return [r["question"] for r in rows] or FALLBACK_QUESTIONS
 
 
-async def _load(base: str, questions: list[str], concurrency: int, duration: float) -> LoadResult:
-    import httpx
+def _load(base: str, questions: list[str], concurrency: int, duration: float) -> LoadResult:
+    """One level of load (rag.loadtest's closed-loop clients), with a progress bar."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm import tqdm
 
-    latencies: list[float] = []
-    errors = 0
-    stop_at = time.perf_counter() + duration
-    bar = tqdm(total=int(duration), desc=f"concurrency {concurrency:2d}", unit="s", leave=False)
-
-    async def worker(n: int, client: httpx.AsyncClient) -> None:
-        nonlocal errors
-        i = n
-        while time.perf_counter() < stop_at:
-            q = questions[i % len(questions)]
-            i += concurrency
-            t0 = time.perf_counter()
-            try:
-                resp = await client.post("/ask", json={"question": q})
-                ok = resp.status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            latencies.append((time.perf_counter() - t0) * 1000)
-            errors += not ok
-
-    async def ticker() -> None:
-        start = time.perf_counter()
-        while time.perf_counter() < stop_at:
-            await asyncio.sleep(1)
-            bar.n = min(int(time.perf_counter() - start), int(duration))
-            bar.refresh()
-
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
-        t0 = time.perf_counter()
-        await asyncio.gather(ticker(), *(worker(n, client) for n in range(concurrency)))
-        elapsed = time.perf_counter() - t0
-    bar.close()
-    lat = sorted(latencies)
-    return LoadResult(concurrency, len(lat), errors, elapsed, _percentile(lat, 0.5), _percentile(lat, 0.95),
-                      _percentile(lat, 0.99))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(run_load, base, questions, clients=concurrency, seconds=duration)
+        with tqdm(total=int(duration), desc=f"concurrency {concurrency:2d}", unit="s", leave=False) as bar:
+            start = time.perf_counter()
+            while not future.done():
+                time.sleep(0.5)
+                bar.n = min(int(time.perf_counter() - start), int(duration))
+                bar.refresh()
+        return future.result()
 
 
 def http_load(settings: Settings, levels: list[int], duration: float) -> tuple[list[LoadResult], dict[str, float]]:
@@ -156,7 +108,7 @@ def http_load(settings: Settings, levels: list[int], duration: float) -> tuple[l
         for q in questions[:20]:  # warm-up
             httpx.post(base + "/ask", json={"question": q}, timeout=30)
         rss_before = _rss_mb(proc.pid)
-        results = [asyncio.run(_load(base, questions, c, duration)) for c in levels]
+        results = [_load(base, questions, c, duration) for c in levels]
         return results, {"rss_before_mb": rss_before, "rss_after_mb": _rss_mb(proc.pid)}
     finally:
         proc.terminate()
@@ -181,7 +133,7 @@ def render(builds: dict[str, float] | None, load: list[LoadResult], memory: dict
         "## HTTP /ask (warm, loopback, server in its own process)", "",
         "| concurrency | requests | errors | req/s | p50 ms | p95 ms | p99 ms |", "|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| {r.concurrency} | {r.requests} | {r.errors} | {r.rps:.1f} | {r.p50_ms:.1f} | {r.p95_ms:.1f} | {r.p99_ms:.1f} |"
+    lines += [f"| {r.clients} | {r.requests} | {r.errors} | {r.req_per_s:.1f} | {r.p50_ms:.1f} | {r.p95_ms:.1f} | {r.p99_ms:.1f} |"
               for r in load]
     lines += ["", "Targets: p50 ≤ 20 ms and p95 ≤ 40 ms at concurrency 1; ≥ 80 req/s at concurrency 8.",
               "", f"Server resident memory: {memory.get('rss_before_mb', float('nan')):.0f} MB before the load, "
