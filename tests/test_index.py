@@ -97,6 +97,7 @@ def test_manifest_records_model_chunking_files_and_counts(workspace):
     assert manifest["dimension"] == 512
     assert manifest["chunking"] == {
         "target_chars": 300, "max_chars": 420, "overlap_sentences": 1, "faiss_index_type": "flat",
+        "embed_max_tokens": 256,
     }
     corpus_files = sorted(p for p in workspace.corpus_dir.glob("*.txt"))
     assert manifest["files"] == {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in corpus_files}
