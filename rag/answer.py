@@ -32,7 +32,7 @@ _HAS_NUMBER = re.compile(rf"\d|[{_NUMERALS}]+[个家项年座所次位名倍成�
 _HAS_DATE = re.compile(r"\d{4}\s*年|\d{1,2}\s*月|\d{1,2}\s*日|今年|去年|明年|年底|年初|上半年|下半年|季度")
 _HAS_REASON = re.compile(r"因为|由于|原因|为了|所以|因此|从而|得益于|导致|使得|以便")
 # A sentence that opens with a pronoun needs the sentence before it to name its subject.
-_ANAPHOR = re.compile(r"^[“\"]?(她|他|它|其[^他中次余实]|该[^地区市县]|这[里家位些]|那[里家位些]|此处)")
+_ANAPHOR = re.compile(r"^[^，,。]{0,6}[，,]?[“\"]?(她|他|它|其[^他中次余实]|该[^地区市县]|这[里家位些]|那[里家位些]|此处)")
 _UNITS = (
     "万亿元|亿美元|万美元|亿元|万元|元|平方公里|平方米|万平方米|公里|千米|米|亩|万人次|人次|万人|人|名|家|个|项|"
     "%|倍|天|小时|分钟|秒|吨|辆|台|套|所|座|栋|条|款|批|届|位|成"
