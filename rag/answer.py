@@ -68,6 +68,7 @@ class Weights:
     type_miss: float = 0.08  # penalty: asks a number/date/reason the sentence lacks
     echo: float = 0.10  # penalty: the sentence only repeats the question
     idf_power: float = 2.0  # >1 lets rare words dominate coverage
+    neighbour_share: float = 0.80  # a sentence near the best joins the answer above this share of its score
     context: float = 0.35  # share of coverage credited from the section title and previous sentence
 
 
@@ -253,8 +254,12 @@ class AnswerComposer:
             if len(groups) >= self.settings.max_answer_sentences:
                 break
             total = sum(s.end - s.start for g, _ in groups for s in g) + len(cand.sentence.text) + 8
-            # A second sentence only when nearly as good, new, and the answer stays short.
-            if cand.score >= 0.95 * best.score and total <= budget and cand.sentence.sent_id not in used:
+            # A second sentence only when nearly as good (or a close neighbour of the
+            # best: the fact often sits one sentence away from its subject), new,
+            # and the answer stays short.
+            near = cand.sentence.doc_id == best.sentence.doc_id and abs(cand.sentence.sent_id - best.sentence.sent_id) <= 2
+            bar = self.weights.neighbour_share if near else 0.95
+            if cand.score >= bar * best.score and total <= budget and cand.sentence.sent_id not in used:
                 groups.append(([cand.sentence], cand))
                 used.add(cand.sentence.sent_id)
         conf = self.confidence(scored, used)
