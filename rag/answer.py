@@ -97,7 +97,9 @@ class AnswerComposer:
         self._sentence_keys = [match_key(s.text) for s in data.sentences]
         # What a sentence leaves implicit is often in its section title or the sentence before.
         self._context_keys = [
-            match_key(s.title) + (self._sentence_keys[i - 1] if i and data.sentences[i - 1].doc_id == s.doc_id else "")
+            match_key(s.title)
+            + (self._sentence_keys[i - 1] if i and data.sentences[i - 1].doc_id == s.doc_id else "")
+            + self._sentence_keys[i]
             for i, s in enumerate(data.sentences)
         ]
         self._chunk_keys = [match_key(c.text) for c in data.chunks]
@@ -146,7 +148,7 @@ class AnswerComposer:
                 key = self._sentence_keys[sid]
                 cover = self.coverage(query, key)
                 if w.context:
-                    cover = (1 - w.context) * cover + w.context * self.coverage(query, self._context_keys[sid] + key)
+                    cover = (1 - w.context) * cover + w.context * self.coverage(query, self._context_keys[sid])
                 score = w.dense * float(d) + w.cover * cover + w.passage * passage
                 if not sent.text.endswith(_TERMINAL):
                     score -= w.heading

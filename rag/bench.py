@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.config import Settings
-from rag.loadtest import LoadResult, run_load
+from rag.loadtest import LoadResult, free_port, rss_mb, run_load
 
 QUESTIONS_FILE = Path("eval/gold.jsonl")
 FALLBACK_QUESTIONS = ["钱塘新区哪个产业平台主攻半导体产业？", "杭州综合保税区的面积有多大？", "之江实验室的主任是谁？"]
@@ -39,22 +38,6 @@ def time_builds(settings: Settings, log: Any = print) -> dict[str, float]:
                 "chunks": float(full.chunks), "sentences": float(full.sentences)}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
 
 
 def _questions() -> list[str]:
@@ -85,7 +68,7 @@ def http_load(settings: Settings, levels: list[int], duration: float) -> tuple[l
     """Start ``rag serve`` on a free port, warm it, and load it at each concurrency level."""
     import httpx
 
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "RAG_INDEX_DIR": str(settings.index_dir), "RAG_CORPUS_DIR": str(settings.corpus_dir),
            "RAG_API_KEY": "", "RAG_RELOAD_WATCH_SECONDS": "0"}
     proc = subprocess.Popen([sys.executable, "-m", "rag.cli", "serve", "--port", str(port), "--log-level", "warning"],
@@ -107,9 +90,9 @@ def http_load(settings: Settings, levels: list[int], duration: float) -> tuple[l
         questions = _questions()
         for q in questions[:20]:  # warm-up
             httpx.post(base + "/ask", json={"question": q}, timeout=30)
-        rss_before = _rss_mb(proc.pid)
+        rss_before = rss_mb(proc.pid)
         results = [_load(base, questions, c, duration) for c in levels]
-        return results, {"rss_before_mb": rss_before, "rss_after_mb": _rss_mb(proc.pid)}
+        return results, {"rss_before_mb": rss_before, "rss_after_mb": rss_mb(proc.pid)}
     finally:
         proc.terminate()
         try:

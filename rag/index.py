@@ -30,7 +30,7 @@ import numpy as np
 
 from rag.chunking import make_chunks, split_sentences
 from rag.config import Settings
-from rag.corpus import CorpusError, clean_document, load_corpus
+from rag.corpus import CorpusError, CorpusLoadError, clean_document, load_corpus
 from rag.embedding import Embedder, weights_fingerprint
 from rag.keyword import KeywordIndex
 from rag.text import Tokenizer, mine_user_words
@@ -220,8 +220,6 @@ def rebuild(
     for err in errors:
         log(f"warning: {err.message}")
     if not docs:
-        from rag.corpus import CorpusLoadError
-
         raise CorpusLoadError(f"No readable corpus files in {settings.corpus_dir}.")
     model_fp = weights_fingerprint(model_path)
     files = {d.path: d.sha256 for d in docs}

@@ -58,7 +58,8 @@ class Retriever:
             raise ValueError(f"Unknown retrieval mode '{mode}'. Choose one of {list(MODES)}")
         n = self.settings.candidates
         kw = self.keyword(query, n) if mode in ("hybrid", "keyword") else []
-        dn = self.dense(query, n) if mode in ("hybrid", "dense") else []
+        all_dense = self.dense_scores(query) if mode in ("hybrid", "dense") else None
+        dn = self.dense(query, n, all_dense) if all_dense is not None else []
         kw_rank = {i: r for r, (i, _) in enumerate(kw, start=1)}
         dn_rank = {i: r for r, (i, _) in enumerate(dn, start=1)}
         fused: dict[int, float] = {}
@@ -84,9 +85,10 @@ class Retriever:
             # A passage missing from one list gets that list's floor (0 for BM25).
             for i in set(kw_rank) | set(dn_rank):
                 k_part = kw_scores.get(i, 0.0) / (top_kw or 1.0)
+                # A keyword-only hit gets its dense score from the same computation.
                 d = dense_scores.get(i)
                 if d is None:
-                    d = self._cosine(query, i)
+                    d = float(all_dense[i]) if all_dense is not None else floor
                 d_part = (d - floor) / (ceil - floor) if ceil > floor else 1.0
                 fused[i] = w * k_part + (1 - w) * max(d_part, 0.0)
         order = sorted(fused, key=lambda i: (-fused[i], i))[:top_k]
@@ -96,25 +98,27 @@ class Retriever:
     def keyword(self, query: Query, k: int) -> list[tuple[int, float]]:
         return self.data.keyword.search(query.tokens, k, query.token_weights)
 
-    def dense(self, query: Query, k: int) -> list[tuple[int, float]]:
-        """Passages by the better of the passage's similarity and its best sentence's.
+    def dense_scores(self, query: Query) -> np.ndarray:
+        """Every passage's dense score: the better of its own similarity and its best sentence's.
 
         A question usually matches one sentence more closely than the passage
-        around it. Sentence vectors are precomputed, so this is one FAISS
-        search plus one matrix-vector product.
+        around it. Sentence vectors are precomputed, so this is one matrix-vector
+        product plus one FAISS search over the passage vectors.
         """
         n = len(self.data.chunks)
-        k = min(k, n)
         sent = self.data.sentence_vectors @ query.vector
         combined = np.maximum.reduceat(sent[self._members], self._starts)
+        k = min(self.settings.candidates, n)
         scores, ids = self.data.dense.search(query.vector.reshape(1, -1).astype(np.float32), k)
         for i, score in zip(ids[0], scores[0], strict=True):
             if i >= 0:
                 combined[i] = max(combined[i], score)
+        return combined
+
+    def dense(self, query: Query, k: int, scores: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """Top ``k`` passages by :meth:`dense_scores`, best first."""
+        combined = self.dense_scores(query) if scores is None else scores
+        k = min(k, len(combined))
         top = np.argpartition(-combined, k - 1)[:k]
         top = top[np.argsort(-combined[top], kind="stable")]
         return [(int(i), float(combined[i])) for i in top]
-
-    def _cosine(self, query: Query, chunk_index: int) -> float:
-        vec = self.data.dense.reconstruct(int(chunk_index))
-        return float(np.dot(vec, query.vector))

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from rag.loadtest import rss_mb
+
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "eval" / "reports" / "load.md"
 CLIENTS = 16
@@ -34,10 +36,10 @@ MAX_GROWTH_MB = 50.0
 def vm_rss_mb() -> float:
     """Resident memory of this process (which runs the server thread), from /proc/self/status."""
     gc.collect()
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    value = rss_mb()
+    if value != value:  # NaN: /proc unreadable
+        raise RuntimeError("no VmRSS in /proc/self/status")
+    return value
 
 
 def load(url: str, requests: int, seconds: float) -> dict:
