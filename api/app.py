@@ -220,7 +220,8 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
             data = svc.data
             # detail: why a rebuilt index was not loaded, if it was not (the previous one keeps serving).
             body = HealthResponse(status="ok", ready=True, chunks=len(data.chunks), documents=len(data.documents),
-                                  model=svc.embedder.name, index_built_at=data.manifest.get("built_at"),
+                                  model=svc.embedder.name, backend=svc.embedder.backend,
+                                  index_built_at=data.manifest.get("built_at"),
                                   detail=svc.error)
             return body
         return JSONResponse(body.model_dump(), status_code=503)

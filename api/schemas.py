@@ -142,6 +142,7 @@ class HealthResponse(BaseModel):
     chunks: int | None = None
     documents: int | None = None
     model: str
+    backend: str | None = Field(None, description="How the model runs: onnx or torch")
     index_built_at: str | None = None
     detail: str | None = None
 

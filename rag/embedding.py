@@ -1,20 +1,47 @@
 """The Embedder: a local sentence-transformers model, loaded lazily, never at import.
 
-Owns the offline environment for the model (no hub access), the weights
-fingerprint written to the manifest, and normalised float32 vectors.
+Owns the weights fingerprint written to the manifest, normalised float32
+vectors, and the two ways of running the model:
+
+* ``onnx`` (default): the transformer exported once to ONNX (cached beside the
+  index, keyed by the weights fingerprint) and run with ONNX Runtime; pooling is
+  done here in NumPy. About twice as fast as torch on this 2-core CPU (7 vs 14 ms
+  per question, 38 vs 24 passages/s), which is most of a request's time.
+* ``torch``: sentence-transformers itself. Also the fallback when a model's
+  modules cannot be exported (anything beyond Transformer + mean/CLS pooling +
+  Normalize) or the exported graph disagrees with torch.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
+import tempfile
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from rag.config import Settings
+
 _WEIGHT_SUFFIXES = (".bin", ".safetensors")
+BACKENDS = ("onnx", "torch")
+_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# Sentences the exported graph must reproduce before it is trusted.
+_PROBES = ("钱塘新区哪个产业平台主攻半导体产业？", "示例", "杭州经济技术开发区位于钱塘江北岸，是1993年经国务院批准设立的国家级开发区。")
+_MIN_AGREEMENT = 0.999  # cosine between ONNX and torch vectors
+
+log = logging.getLogger(__name__)
+
+
+class OnnxUnavailable(RuntimeError):
+    """The model cannot run on ONNX Runtime; the torch backend is used instead."""
 
 
 def weights_fingerprint(model_path: Path) -> str:
@@ -31,65 +58,218 @@ def weights_fingerprint(model_path: Path) -> str:
     return digest.hexdigest()
 
 
-class Embedder:
-    """Encodes text with a sentence-transformers model on the CPU.
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
-    ``__init__`` is light; :meth:`warm_up` loads the model (about a second).
-    Encoding is guarded by a lock: torch modules are not re-entrant across
-    threads and the service shares one Embedder.
+
+def export_onnx(model_path: Path, target: Path) -> None:
+    """Export the model's transformer to ``target`` (+ a ``.json`` with pooling and limits).
+
+    Written to temporary names and renamed, so a crash leaves no half file.
+
+    Raises:
+        OnnxUnavailable: modules other than Transformer, mean/CLS Pooling and
+            Normalize, or the exported graph does not reproduce torch's vectors.
+    """
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules as models
+
+    model = SentenceTransformer(str(model_path), device="cpu")
+    modules = list(model)
+    if len(modules) < 2 or not isinstance(modules[0], models.Transformer) or not isinstance(modules[1], models.Pooling):
+        raise OnnxUnavailable(f"{model_path.name}: modules {[type(m).__name__ for m in modules]} are not Transformer + Pooling")
+    if any(not isinstance(m, models.Normalize) for m in modules[2:]):
+        raise OnnxUnavailable(f"{model_path.name}: extra modules after pooling cannot be exported")
+    pooling = str(getattr(modules[1], "pooling_mode", ""))
+    if pooling not in ("mean", "cls"):
+        raise OnnxUnavailable(f"{model_path.name}: pooling '{pooling}' is not supported (mean, cls)")
+    hf, tokenizer = modules[0].auto_model.eval(), modules[0].tokenizer
+    sample = tokenizer(list(_PROBES[:1]), return_tensors="pt")
+    names = [n for n in _INPUTS if n in sample]
+
+    class _Body(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = hf
+
+        def forward(self, *args: Any) -> Any:
+            return self.model(**dict(zip(names, args, strict=True))).last_hidden_state
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.stem}.tmp{os.getpid()}.onnx")
+    axes = {n: {0: "batch", 1: "tokens"} for n in names} | {"hidden": {0: "batch", 1: "tokens"}}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter is chatty about tracing
+        torch.onnx.export(
+            _Body().eval(), tuple(sample[n] for n in names), str(tmp), input_names=names,
+            output_names=["hidden"], dynamic_axes=axes, opset_version=17, dynamo=False,
+        )
+    meta = {"inputs": names, "pooling": pooling, "max_seq_length": int(model.max_seq_length or 512)}
+    runner = _OnnxRunner(tmp, meta, model_path, threads=1)
+    agreement = float((runner.encode(list(_PROBES), 512) * model.encode(list(_PROBES), normalize_embeddings=True)).sum(1).min())
+    if agreement < _MIN_AGREEMENT:
+        tmp.unlink(missing_ok=True)
+        raise OnnxUnavailable(f"{model_path.name}: ONNX and torch vectors differ (cosine {agreement:.4f})")
+    meta_tmp = target.with_name(f"{target.stem}.tmp{os.getpid()}.json")
+    meta_tmp.write_text(json.dumps(meta))
+    os.replace(meta_tmp, target.with_suffix(".json"))
+    os.replace(tmp, target)  # last: the .onnx existing means both files are complete
+
+
+class _OnnxRunner:
+    """An ONNX Runtime session plus the model's tokenizer and pooling."""
+
+    def __init__(self, onnx_path: Path, meta: dict[str, Any], model_path: Path, threads: int) -> None:
+        import onnxruntime as ort
+        from transformers import AutoTokenizer
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        # Idle workers that spin steal the cores from the HTTP server (as OMP_WAIT_POLICY for torch).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+        self.inputs: list[str] = list(meta["inputs"])
+        self.pooling: str = meta["pooling"]
+        self.max_seq_length: int = int(meta["max_seq_length"])
+
+    def encode(self, texts: list[str], max_tokens: int) -> np.ndarray:
+        batch = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=min(max_tokens, self.max_seq_length), return_tensors="np"
+        )
+        feeds = {n: np.asarray(batch[n], dtype=np.int64) for n in self.inputs}
+        hidden = self.session.run(None, feeds)[0]
+        if self.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            mask = feeds["attention_mask"][..., None].astype(np.float32)
+            pooled = (hidden * mask).sum(1) / np.maximum(mask.sum(1), 1e-9)
+        return _normalise(pooled)
+
+
+class Embedder:
+    """Encodes text with a local sentence-transformers model on the CPU.
+
+    ``__init__`` is light; :meth:`warm_up` loads the model (about a second; the
+    first use of the ``onnx`` backend also exports the model, a few seconds more).
+    Encoding is guarded by a lock: the tokenizer and torch modules are not
+    re-entrant across threads and the service shares one Embedder.
     """
 
     def __init__(
-        self, model_path: Path, batch_size: int = 16, threads: int | None = None, max_tokens: int | None = None
+        self,
+        model_path: Path,
+        batch_size: int = 16,
+        threads: int | None = None,
+        max_tokens: int | None = None,
+        backend: str = "onnx",
+        onnx_dir: Path | None = None,
     ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"Unknown embedding backend '{backend}'. Choose one of {list(BACKENDS)}")
         self.model_path = model_path
         self.batch_size = batch_size
         self.max_tokens = max_tokens
+        self.requested_backend = backend
+        self.onnx_dir = onnx_dir
         # More threads than cores only contend (2 cores here).
         self.threads = threads or max(1, min(2, os.cpu_count() or 1))
-        self._model = None
+        self._model: Any = None
+        self._onnx: _OnnxRunner | None = None
         self._lock = threading.Lock()
 
     @property
     def name(self) -> str:
         return self.model_path.name
 
+    @property
+    def backend(self) -> str:
+        """The backend in use (``onnx`` can fall back to ``torch``); valid after warm-up."""
+        return "onnx" if self._onnx is not None else "torch"
+
     def set_threads(self) -> None:
-        """Intra-op threads for the calling thread (OpenMP settings are per thread)."""
+        """Intra-op threads for the calling thread (torch's OpenMP settings are per thread)."""
+        if self._onnx is not None:
+            return  # the ONNX session has its own pool, sized at creation
         import torch
 
         torch.set_num_threads(self.threads)
 
+    @classmethod
+    def from_settings(cls, settings: Settings, max_tokens: int | None = None) -> Embedder:
+        return cls(
+            settings.resolved_model_path(), settings.embed_batch_size, max_tokens=max_tokens,
+            backend=settings.embed_backend, onnx_dir=settings.resolved_onnx_dir,
+        )
+
+    def onnx_path(self, fingerprint: str) -> Path:
+        # The model folder may be read-only (site-packages); exports go beside the index.
+        folder = self.onnx_dir or Path(tempfile.gettempdir()) / "rag-onnx"
+        return folder / f"{fingerprint[:16]}.onnx"
+
     def warm_up(self) -> None:
-        if self._model is not None:
+        if self._model is not None or self._onnx is not None:
             return
         with self._lock:
-            if self._model is None:
-                from sentence_transformers import SentenceTransformer
+            if self._model is not None or self._onnx is not None:
+                return
+            if self.requested_backend == "onnx":
+                try:
+                    self._onnx = self._load_onnx()
+                    return
+                except OnnxUnavailable as exc:
+                    log.warning("ONNX backend unavailable, using torch: %s", exc)
+            self._model = self._load_torch()
 
-                self.set_threads()
-                model = SentenceTransformer(str(self.model_path), device="cpu")
-                if self.max_tokens:
-                    model.max_seq_length = min(self.max_tokens, model.max_seq_length or self.max_tokens)
-                self._model = model
+    def _load_onnx(self) -> _OnnxRunner:
+        path = self.onnx_path(weights_fingerprint(self.model_path))
+        if not path.exists():
+            log.info("Exporting %s to ONNX (once per model): %s", self.name, path)
+            export_onnx(self.model_path, path)
+        try:
+            meta = json.loads(path.with_suffix(".json").read_text())
+            return _OnnxRunner(path, meta, self.model_path, self.threads)
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own (pybind) exception types
+            # A damaged export is not trusted; the next start exports again.
+            path.unlink(missing_ok=True)
+            raise OnnxUnavailable(f"unreadable ONNX export {path}: {exc}") from exc
+
+    def _load_torch(self) -> Any:
+        from sentence_transformers import SentenceTransformer
+
+        self.set_threads()
+        model = SentenceTransformer(str(self.model_path), device="cpu")
+        if self.max_tokens:
+            model.max_seq_length = min(self.max_tokens, model.max_seq_length or self.max_tokens)
+        return model
 
     @property
     def dimension(self) -> int:
-        self.warm_up()
-        dim = self._model.get_embedding_dimension()  # type: ignore[union-attr]
-        return int(dim)
+        return int(self.encode(["维度"]).shape[1])
 
-    def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Return L2-normalised float32 vectors, one row per text."""
         self.warm_up()
+        texts = list(texts)
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         with self._lock:
-            vectors = self._model.encode(  # type: ignore[union-attr]
-                list(texts),
+            if self._onnx is not None:
+                limit = self.max_tokens or self._onnx.max_seq_length
+                parts = [
+                    self._onnx.encode(texts[i : i + self.batch_size], limit)
+                    for i in range(0, len(texts), self.batch_size)
+                ]
+                return np.concatenate(parts)
+            vectors = self._model.encode(
+                texts,
                 batch_size=self.batch_size,
                 normalize_embeddings=True,
                 convert_to_numpy=True,
-                show_progress_bar=progress,
+                show_progress_bar=False,
             )
         return np.asarray(vectors, dtype=np.float32)

@@ -262,7 +262,7 @@ def rebuild(
 
     def factory() -> Embedder:
         if not embedder:
-            emb = Embedder(model_path, settings.embed_batch_size, max_tokens=settings.embed_max_tokens)
+            emb = Embedder.from_settings(settings, max_tokens=settings.embed_max_tokens)
             emb.warm_up()
             embedder.append(emb)
         return embedder[0]

@@ -111,7 +111,7 @@ class RagService:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.embedder = Embedder(settings.resolved_model_path(), settings.embed_batch_size)
+        self.embedder = Embedder.from_settings(settings)
         self.encoder = QueryEncoder(self.embedder)
         self._model_fp: str | None = None
         self._state: _State | None = None

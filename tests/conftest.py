@@ -23,6 +23,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "tests" / "artifacts"
+# Every test index shares the main index's ONNX export of the model (made once, by
+# `make index`); the variable reaches the servers and rebuilds that tests start.
+ONNX_DIR = ROOT / "index" / "onnx"
+os.environ.setdefault("RAG_ONNX_DIR", str(ONNX_DIR))
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +34,7 @@ def settings():
     from rag.config import Settings
 
     # The watcher is off by default in tests: tests that need it turn it on.
-    return Settings(corpus_dir=ROOT / "corpus", index_dir=ROOT / "index", reload_watch_seconds=0)
+    return Settings(corpus_dir=ROOT / "corpus", index_dir=ROOT / "index", reload_watch_seconds=0, onnx_dir=ONNX_DIR)
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +96,8 @@ def server_factory(service) -> Callable[..., object]:
     from rag.config import Settings
 
     def factory(share_service: bool = True, **overrides):
-        base = {"corpus_dir": ROOT / "corpus", "index_dir": ROOT / "index", "reload_watch_seconds": 0}
+        base = {"corpus_dir": ROOT / "corpus", "index_dir": ROOT / "index", "reload_watch_seconds": 0,
+                "onnx_dir": ONNX_DIR}
         app_settings = Settings(**{**base, **overrides})
         return run_server(create_app(app_settings, service=service if share_service else None))
 

@@ -26,6 +26,7 @@ from rag.keyword import KeywordIndex
 from rag.text import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
+ONNX_DIR = ROOT / "index" / "onnx"
 
 NEW_ARTICLE = """## 青萝湾智造园：小园区里的大配套
 
@@ -69,7 +70,7 @@ def workspace(tmp_path_factory) -> Settings:
         os.symlink(os.readlink(src / "current"), index_dir / "current")
     corpus_dir = root / "corpus"
     shutil.copytree(ROOT / "corpus", corpus_dir)
-    settings = Settings(corpus_dir=corpus_dir, index_dir=index_dir, reload_watch_seconds=0)
+    settings = Settings(corpus_dir=corpus_dir, index_dir=index_dir, reload_watch_seconds=0, onnx_dir=ONNX_DIR)
     rebuild(settings, progress=False, log=quiet)
     return settings
 
