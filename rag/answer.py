@@ -28,7 +28,6 @@ _ASKS_REASON = re.compile(r"为什么|为何|原因|何以|怎么会")
 _ASKS_NAME = re.compile(r"叫什么|什么名|名称|称为什么|称作什么|简称")
 _HAS_NAME = re.compile(r"“[^”]{2,20}”|《[^》]{2,30}》|「[^」]{2,20}」")
 _NUMERALS = "0-9一二三四五六七八九十百千万亿两半"
-_HAS_NUMBER = re.compile(rf"\d|[{_NUMERALS}]+[个家项年座所次位名倍成亿万千百天秒种条款台辆人元米%]")
 _HAS_DATE = re.compile(r"\d{4}\s*年|\d{1,2}\s*月|\d{1,2}\s*日|今年|去年|明年|年底|年初|上半年|下半年|季度")
 _HAS_REASON = re.compile(r"因为|由于|原因|为了|所以|因此|从而|得益于|导致|使得|以便")
 # A sentence that opens with a pronoun needs the sentence before it to name its subject.
@@ -42,8 +41,42 @@ _NUMBER_VALUE = re.compile(
     rf"(?:约|近|超|超过|逾|达|共)?(?:\d+(?:\.\d+)?|[一二三四五六七八九十两百千万]+)(?:多|余)?(?:万亿|亿|万|千)?(?:{_UNITS})(?:以上|左右|多)?"
     r"|\d+(?:\.\d+)?%"
 )
+# The unit a 多少/几 question asks its number in ("多少平方公里", "几家"); ordinals (第几) ask no unit.
+_ASKED_UNIT = re.compile(
+    r"(?<!第)(?:多少|几)\s*(?:万亿|亿|万|千|百)?\s*(" + "|".join(sorted(map(re.escape, _UNITS.split("|")), key=len, reverse=True)) + r"|[A-Za-z]+)"
+)
+_ORDINAL = re.compile(rf"第\s*[\d{_NUMERALS}]+")
 _CLAUSE = re.compile(r"[^，,；;：:。！？!?]+[，,；;：:。！？!?]*")
 _TERMINAL = tuple("。！？!?；;…”\"）)")
+
+
+def value_check(question: str) -> tuple[re.Pattern[str], bool] | None:
+    """What an answer must contain to state the kind of value the question asks for.
+
+    A number in the unit asked ("多少平方公里" needs "…平方公里"; 几成 also takes
+    a percentage), else a date (何时/哪一年), else an ordinal (第几), else a
+    quantity that is not a date (多少/几). Returns the pattern and whether dates are removed before
+    matching, or None when the question asks for no value.
+    """
+    asked = _ASKED_UNIT.search(question)
+    if asked:
+        unit = re.escape(asked.group(1)) + ("|%" if asked.group(1) == "成" else "")
+        return re.compile(rf"[\d{_NUMERALS}]\s*(?:多|余)?\s*(?:万亿|亿|万|千)?\s*(?:{unit})", re.IGNORECASE), False
+    if _ASKS_DATE.search(question):
+        return _HAS_DATE, False
+    if "第几" in question:
+        return _ORDINAL, False
+    if _ASKS_NUMBER.search(question):
+        return _NUMBER_VALUE, True
+    return None
+
+
+def lacks_value(check: tuple[re.Pattern[str], bool] | None, text: str) -> bool:
+    """True when ``text`` does not state the value :func:`value_check` asks for."""
+    if check is None:
+        return False
+    pattern, strip_dates = check
+    return not pattern.search(_DATE_VALUE.sub("", text) if strip_dates else text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +103,9 @@ class Weights:
     idf_power: float = 2.0  # >1 lets rare words dominate coverage
     neighbour_share: float = 0.80  # a sentence near the best joins the answer above this share of its score
     context: float = 0.35  # share of coverage credited from the section title and previous sentence
+    # Confidence penalty (abstention): the answer states no value of the kind asked for
+    # (a number in the unit asked, any number, a date).
+    value_miss: float = 0.3
 
 
 def echo_pattern(query: Query) -> re.Pattern[str] | None:
@@ -129,8 +165,7 @@ class AnswerComposer:
         sents = self.data.sentences
         out: list[ScoredSentence] = []
         seen: set[int] = set()
-        asks_number = bool(_ASKS_NUMBER.search(question))
-        asks_date = bool(_ASKS_DATE.search(question))
+        value = value_check(question)
         asks_reason = bool(_ASKS_REASON.search(question))
         asks_name = bool(_ASKS_NAME.search(question))
         echo = echo_pattern(query)
@@ -152,9 +187,7 @@ class AnswerComposer:
                 score = w.dense * float(d) + w.cover * cover + w.passage * passage
                 if not sent.text.endswith(_TERMINAL):
                     score -= w.heading
-                if (asks_number and not _HAS_NUMBER.search(sent.text)) or (
-                    asks_date and not _HAS_DATE.search(sent.text)
-                ) or (asks_reason and not _HAS_REASON.search(sent.text)) or (
+                if lacks_value(value, sent.text) or (asks_reason and not _HAS_REASON.search(sent.text)) or (
                     asks_name and not _HAS_NAME.search(sent.text)
                 ):
                     score -= w.type_miss
@@ -265,6 +298,10 @@ class AnswerComposer:
                 groups.append(([cand.sentence], cand))
                 used.add(cand.sentence.sent_id)
         conf = self.confidence(scored, used)
+        # When the sources lack the fact, the closest sentence usually talks about the
+        # right subject but states no value of the kind asked for.
+        if lacks_value(value_check(question), "".join(s.text for s in self._span(best.sentence))):
+            conf -= self.weights.value_miss
         if conf < self.settings.abstain_threshold:
             return Answer(NOT_FOUND + " 以下是最接近的段落，供参考。", True, (), tuple(hits), conf, question)
         groups.sort(key=lambda g: (g[0][0].doc_id, g[0][0].start))

@@ -1,0 +1,54 @@
+"""Answer composition: the check that an answer states the kind of value asked for.
+
+The pure checks run on strings; the behaviour runs on the real service (model,
+FAISS and BM25 index), where a value the sources never state in the unit asked
+for must lower confidence to abstention.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from rag.answer import lacks_value, value_check
+
+
+@pytest.mark.parametrize(
+    ("question", "text", "lacks"),
+    [
+        ("园区的规划面积是多少平方公里？", "规划面积约3.6平方公里。", False),
+        ("园区的规划面积是多少平方公里？", "园区位于钱塘区东部。", True),
+        ("园区的规划面积是多少平方公里？", "园区新引进企业27家。", True),  # a number, but not in the unit asked
+        ("总投资是多少亿元？", "总投资36.46亿元。", False),
+        ("产量是多少万吨？", "投资36.46亿元。", True),
+        ("产量是多少万吨？", "年产3万吨。", False),
+        ("模型算力是多少PFlops？", "算力达到40pflops。", False),  # letter case does not matter
+        ("占比有几成？", "占国内出境展总面积的21.64%。", False),  # a percentage says 几成 too
+        ("排在全市第几位？", "钱塘区排名全市第一。", False),
+        ("排在全市第几位？", "钱塘区排名靠前。", True),
+        ("项目总投资是多少？", "2012年4月19日落户于新区的整车项目。", True),  # a date is not an amount
+        ("项目总投资是多少？", "总投资7.6亿美元。", False),
+        ("有几家药企落户？", "已有七家在杭州医药港落户。", False),
+        ("公司是哪一年成立的？", "公司成立于2018年5月。", False),
+        ("公司是哪一年成立的？", "前不久，公司揭牌成立。", True),
+        ("公司的总部在哪里？", "任何句子", False),  # asks no value: nothing to check
+    ],
+)
+def test_value_check(question, text, lacks):
+    assert lacks_value(value_check(question), text) is lacks
+
+
+def test_ordinal_and_unit_questions_pick_their_own_check():
+    assert value_check("公司的总部在哪里？") is None
+    assert value_check("排在第几位？") is not None
+    assert value_check("多少平方公里") is not value_check("多少")
+
+
+def test_answer_in_another_unit_abstains(service):
+    """The same fact asked in the unit the source uses is answered; in a unit it never uses, not."""
+    answered = service.ask("杭州医药港已集聚各类生物医药企业多少家？")
+    assert not answered.abstained
+    assert "1000余家" in answered.text and answered.citations
+    wrong_unit = service.ask("杭州医药港已集聚各类生物医药企业多少吨？")
+    assert wrong_unit.abstained
+    assert not wrong_unit.citations and wrong_unit.hits  # the closest passages are still offered
+    assert wrong_unit.confidence < answered.confidence
