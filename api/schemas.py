@@ -128,7 +128,9 @@ class AskResponse(BaseModel):
     confidence: float
     question: str = Field(description="The question answered, as resolved from the chat history.")
     citations: list[CitationOut]
-    hits: list[HitOut]
+    hits: list[HitOut] = Field(
+        description="Passages: those the answer cites first (the best first), then the rest by retrieval score."
+    )
     note: str = ""
 
 

@@ -320,4 +320,8 @@ class AnswerComposer:
                 Citation(n, first.doc_id, first.title, text, first.start, last.end,
                          first.line_start, last.line_end, item.hit.chunk.chunk_id)
             )
-        return Answer("".join(parts), False, tuple(citations), tuple(hits), conf, question)
+        # The passages the answer cites lead the hits, the best one first: the composer
+        # read every sentence of them, so its choice ranks better than retrieval alone.
+        cited = list(dict.fromkeys([best.hit.chunk.chunk_id] + [item.hit.chunk.chunk_id for _, item in groups]))
+        ordered = sorted(hits, key=lambda h: cited.index(h.chunk.chunk_id) if h.chunk.chunk_id in cited else len(cited))
+        return Answer("".join(parts), False, tuple(citations), tuple(ordered), conf, question)

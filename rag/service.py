@@ -238,6 +238,8 @@ class RagService:
         hits = state.retriever.retrieve(query, max(k, self.ANSWER_PASSAGES), mode)
         # The answer comes from the best few passages whatever top_k the caller wants back.
         answer = state.composer.compose(question, query, hits[: self.ANSWER_PASSAGES])
+        # The composer returns its passages with the cited ones first.
+        hits = [*answer.hits, *hits[len(answer.hits) :]]
         if self.generator is not None:
             # The LLM sees the earlier turn a follow-up leans on.
             asked = f"（上文：{context[0][0]}）{question}" if context else question

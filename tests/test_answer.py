@@ -52,3 +52,20 @@ def test_answer_in_another_unit_abstains(service):
     assert wrong_unit.abstained
     assert not wrong_unit.citations and wrong_unit.hits  # the closest passages are still offered
     assert wrong_unit.confidence < answered.confidence
+
+
+def test_cited_passages_lead_the_hits(service):
+    """The passage the answer comes from is the first hit, even when retrieval ranked it lower."""
+    question = "全球十大药企中有几家落户杭州医药港？"
+    answer = service.ask(question, top_k=5)
+    assert not answer.abstained and answer.citations
+    cited = {c.chunk_id for c in answer.citations}
+    assert answer.hits[0].chunk.chunk_id in cited
+    # The cited passages come before any passage the answer does not use.
+    flags = [h.chunk.chunk_id in cited for h in answer.hits]
+    assert flags == sorted(flags, reverse=True)
+    # With room for one passage, it is the cited one.
+    assert service.ask(question, top_k=1).hits[0].chunk.chunk_id in cited
+    # /search keeps pure retrieval order.
+    scores = [h.score for h in service.search(question, top_k=5)]
+    assert scores == sorted(scores, reverse=True)
