@@ -162,6 +162,37 @@ def _joins_next(line: str, width: int) -> bool:
     return bool(re.search(r"[0-9.]$", line)) and len(line) > 12
 
 
+def _narrow_column_joins(lines: list[tuple[str, bool, bool]], idx: int, continuing: bool) -> bool:
+    """Is line ``idx`` cut by a narrow column (a magazine sidebar) narrower than the file's width?
+
+    Such a line opens a bulleted item or continues one, is about as long as its
+    neighbours, the next line is no new item (no bullet, no markdown heading)
+    and the run ends a sentence within a few lines. A title line never opens
+    with a bullet, so one over a column of the same width stays a title.
+    ``lines`` holds each kept line, whether it opens a bulleted item, and
+    whether it starts something new (a bullet or a byline).
+    """
+    line = lines[idx][0]
+    if not (continuing or lines[idx][1]):
+        return False
+    if idx + 1 >= len(lines) or len(line) < 10 or _ends_sentence(line) or lines[idx + 1][2]:
+        return False
+    width = len(line) + lines[idx][1]  # the bullet took a place in the column too
+    previous = len(lines[idx - 1][0]) if idx else 0
+    following = lines[idx + 1][0]
+    if width < 0.85 * max(previous, len(following)):
+        return False
+    # The next line is column text too: as wide, or the end of the sentence (a byline is neither).
+    if len(following) < 0.7 * width and not _ends_sentence(following):
+        return False
+    for nxt, _, new_item in lines[idx + 1 : idx + 5]:
+        if new_item:
+            return False
+        if _ends_sentence(nxt):
+            return True
+    return False
+
+
 def _glue(left: str, right: str) -> str:
     """No space between CJK (or digit/CJK) pieces; one space between Latin words."""
     if left and right and re.match(r"[A-Za-z]", left[-1]) and re.match(r"[A-Za-z]", right[0]):
@@ -180,6 +211,7 @@ def clean_document(doc: Document) -> CleanDocument:
     raw_lines = doc.text.splitlines()
     # (raw line number, text, markdown heading, looks like a byline)
     kept: list[tuple[int, str, bool, bool]] = []
+    bulleted: list[bool] = []  # the raw line opened with a bullet mark: a new item
     for number, raw in enumerate(raw_lines, start=1):
         loose = _loose_line(raw)
         line = _normalise_line(raw)
@@ -188,14 +220,18 @@ def clean_document(doc: Document) -> CleanDocument:
             if line and _is_credit(line, loose) and kept and not _ends_sentence(kept[-1][1]):
                 if len(kept[-1][1]) <= 20 and len(kept) >= 2 and _joins_next(kept[-2][1], 60):
                     kept.pop()
+                    bulleted.pop()
             continue
         md = _MD_HEADING.match(line)
+        bulleted.append(bool(md) or bool(_BULLET.match(normalize_width(raw).strip())))
         if md:
             kept.append((number, md.group(2).strip(), True, False))
         else:
             kept.append((number, line, False, bool(_BYLINE.match(re.sub(r"\s+", " ", loose)))))
 
     width = _line_width([t for _, t, md, _ in kept if not md])
+    # (text, opens a bulleted item, starts something no column runs into: a bullet or a byline)
+    items = [(t, b and not by, b or by) for (_, t, _, by), b in zip(kept, bulleted, strict=True)]
     parts: list[str] = []
     segments: list[Segment] = []
     headings: list[Heading] = []
@@ -219,6 +255,7 @@ def clean_document(doc: Document) -> CleanDocument:
         nxt = kept[idx + 1] if idx + 1 < len(kept) else None
         joins = not md and (
             _joins_next(line, width)
+            or _narrow_column_joins(items, idx, continuing)
             or (nxt is not None and not nxt[2] and not _ends_sentence(line) and bool(_WORD_TAIL.match(nxt[1])))
         )
         standalone = not continuing and not joins

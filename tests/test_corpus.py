@@ -107,6 +107,47 @@ def test_rejoining_works_on_a_document_built_from_a_snippet():
     ]
 
 
+def test_narrow_sidebar_column_is_rejoined(cleaned):
+    """A sidebar set in a column narrower than the page: bulleted items run over 16-character lines."""
+    doc = cleaned["002"]
+    assert "\n杭州江东芯谷\n区域范围：河庄街道行政管理区域范围内；义蓬街道行政管理区域范围为其拓展区域。\n" in doc.text
+    assert "\n核心区块：位于钱塘新区江东区块西北部，总面积约15.6平方公里。\n" in doc.text
+    # The platform name over the items stays a heading; the item's first line is no heading.
+    assert any(h.text == "杭州江东芯谷" for h in doc.headings)
+    assert not any(h.text.startswith("区域范围：") or h.text.startswith("核心区块：") for h in doc.headings)
+
+
+def test_title_over_a_column_of_the_same_width_stays_a_title(cleaned):
+    """Geometry alone cannot tell a title from a column line; no bullet, so it stays a title."""
+    doc = cleaned["002"]
+    assert "\n杭州投资最大的集成电路项目落户新区\n眼下，" in doc.text
+    assert "\n松下家电：百年老品牌迈步向未来\n" in doc.text  # not run into its byline
+
+
+def test_narrow_column_rejoin_on_a_made_up_document():
+    text = "\n".join([
+        "◆青萝湾智造园",
+        "◎区域范围：青萝街道行政管理区域",
+        "范围内；白鹭街道行政管理区域范围",
+        "为其拓展区域。",
+        "◎核心区块：位于钱塘区东部，总面积",
+        "约3.6平方公里。",
+        "园区简介",
+        "记者 / 林晓",
+    ])
+    doc = clean_document(Document("made-up", "made-up.txt", text, hashlib.sha256(text.encode()).hexdigest()))
+    assert doc.text.splitlines() == [
+        "青萝湾智造园",
+        "区域范围：青萝街道行政管理区域范围内；白鹭街道行政管理区域范围为其拓展区域。",
+        "核心区块：位于钱塘区东部，总面积约3.6平方公里。",
+        "园区简介",
+        "记者 / 林晓",
+    ]
+    # Every cleaned line still maps back to the raw lines it came from.
+    second = doc.text.index("区域范围")
+    assert line_span(doc, second, doc.text.index("\n", second)) == (2, 4)
+
+
 # --- paragraphs and headings -----------------------------------------------------
 
 
