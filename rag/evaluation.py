@@ -10,6 +10,7 @@ the markdown report that lists every failure.
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import time
 from collections import defaultdict
@@ -220,6 +221,14 @@ def cites_evidence(cited: str, evidence: str) -> bool:
     return len(ev) >= need and _longest_common_substring(ev, text) >= need
 
 
+_TRAILING_ZEROS = re.compile(r"(\d)\.0+(?!\d)")
+
+
+def answer_key(text: str) -> str:
+    """match_key with "2.0" and "2" the same number (the source may write either)."""
+    return _TRAILING_ZEROS.sub(r"\1", match_key(text))
+
+
 def score_item(item: GoldItem, result: dict[str, Any], seconds: float) -> ItemResult:
     hits = result.get("hits", [])
     r = ItemResult(
@@ -234,8 +243,8 @@ def score_item(item: GoldItem, result: dict[str, Any], seconds: float) -> ItemRe
                 break
         r.citation_hit = any(cites_evidence(c["text"], item.evidence) for c in r.citations)
     if item.answerable:
-        text = match_key(r.answer)
-        r.correct = not r.abstained and any(match_key(a) in text for a in item.answers)
+        text = answer_key(r.answer)
+        r.correct = not r.abstained and any(answer_key(a) in text for a in item.answers)
         r.concise = r.correct and len(r.answer) <= CONCISE_CHARS
     return r
 

@@ -1,0 +1,120 @@
+"""The eval command's scoring, and `rag eval` run end to end against a real server.
+
+A scorer that is wrong makes every reported figure wrong, so its rules are
+pinned here: what counts as a right answer, a citation hit, the calibrated
+abstain threshold; then the command itself on a small gold file.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from rag.evaluation import (
+    GoldItem,
+    ItemResult,
+    calibrate_threshold,
+    cites_evidence,
+    metrics,
+    score_item,
+)
+
+RAG = str(Path(sys.executable).with_name("rag"))
+
+
+def item(answers=("2平方公里",), evidence="这片2平方公里的区域", split="dev") -> GoldItem:
+    kind = "number" if answers else "unanswerable"
+    return GoldItem("x-1", "面积有多大？", tuple(answers), evidence if answers else None,
+                    "000.txt" if answers else None, kind, split)
+
+
+def result(answer: str, abstained: bool = False, cited: str = "", hits=(), confidence: float = 1.0) -> dict:
+    return {
+        "answer": answer, "abstained": abstained, "confidence": confidence,
+        "citations": [{"text": cited}] if cited else [],
+        "hits": [{"text": t, "doc_id": "000"} for t in hits],
+    }
+
+
+def test_right_answer_ignores_width_spacing_and_trailing_zeros():
+    assert score_item(item(), result("约２ 平方公里。[1]"), 0).correct
+    assert score_item(item(), result("约2.0平方公里。[1]"), 0).correct  # the same number
+    assert not score_item(item(), result("约2.5平方公里。[1]"), 0).correct
+    assert not score_item(item(), result("约20平方公里。[1]"), 0).correct
+    assert not score_item(item(), result("约2平方公里。", abstained=True), 0).correct
+
+
+def test_evidence_rank_and_citation_hit():
+    r = score_item(item(), result("2平方公里[1]", cited="这片2平方公里的区域，便成为引擎。",
+                                  hits=["别的段落", "……这片2平方公里的区域，便成为……"]), 0)
+    assert r.evidence_rank == 2 and r.citation_hit
+    assert score_item(item(), result("2平方公里", hits=["别的段落"]), 0).evidence_rank is None
+
+
+def test_citation_hit_needs_most_of_the_evidence_in_one_run():
+    evidence = "全年产量达 12 万辆；同时新能源车型"  # runs across a sentence end
+    assert cites_evidence("长安福特杭州工厂全年产量达12万辆；", evidence)  # 11 of its 16 characters
+    assert not cites_evidence("同时新能源车型占比提升。", evidence)  # 6 of 16: too little
+    assert not cites_evidence("", evidence)
+
+
+def test_metrics_count_abstention_on_both_sides():
+    answerable, unanswerable = item(), item(answers=())
+    results = [
+        score_item(answerable, result("2平方公里"), 0.01),
+        score_item(answerable, result("没有找到", abstained=True), 0.01),
+        score_item(unanswerable, result("没有找到", abstained=True), 0.01),
+        score_item(unanswerable, result("瞎猜的答案"), 0.01),
+    ]
+    m = metrics(results)
+    assert m["answer_accuracy"] == 0.5
+    assert m["false_abstention"] == 0.5
+    assert m["abstention"] == 0.5
+
+
+def test_calibrated_threshold_respects_the_false_abstention_budget():
+    def r(answerable: bool, correct: bool, conf: float) -> ItemResult:
+        res = ItemResult(item() if answerable else item(answers=()), "", False, conf, [], [], [], 0.0)
+        res.correct = correct
+        return res
+
+    # 40 answerable, all right, confidences 1.0..1.39; 4 unanswerable at 0.5-0.8.
+    results = [r(True, True, 1.0 + i / 100) for i in range(40)] + [r(False, False, c) for c in (0.5, 0.6, 0.7, 0.8)]
+    thr = calibrate_threshold(results)
+    assert 0.8 < thr <= 1.0  # abstains on all four, withholds no right answer
+    # One unanswerable above every answerable: reaching it would withhold every answer.
+    results.append(r(False, False, 2.0))
+    assert calibrate_threshold(results) <= 1.0
+
+
+def test_rag_eval_against_a_real_server(base_url, tmp_path):
+    gold = tmp_path / "gold.jsonl"
+    rows = [
+        {"id": "t-1", "question": "杭州医药港已集聚各类生物医药企业多少家？", "answers": ["1000余家"],
+         "evidence": "杭州医药港已集聚各类生物医药企业1000余家", "source": "002_7d98f7ccd894a9c1.txt",
+         "type": "number", "split": "test"},
+        {"id": "t-2", "question": "杭州医药港已集聚各类生物医药企业多少吨？", "answers": [], "evidence": None,
+         "source": None, "type": "unanswerable", "split": "test"},
+    ]
+    gold.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    report, out = tmp_path / "report.md", tmp_path / "metrics.json"
+    done = subprocess.run(
+        [RAG, "eval", "--url", base_url, "--gold", str(gold), "--split", "test", "--no-ablations",
+         "--report", str(report), "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    payload = json.loads(out.read_text())
+    hybrid = payload["metrics"]["hybrid"]
+    assert hybrid["questions"] == 2
+    assert hybrid["answer_accuracy"] == 1.0 and hybrid["recall@1"] == 1.0
+    assert hybrid["abstention"] == 1.0
+    assert "# Evaluation report" in report.read_text(encoding="utf-8")
+
+
+def test_rag_eval_rejects_an_unknown_split_by_naming_the_choices(tmp_path):
+    done = subprocess.run([RAG, "eval", "--split", "holdout"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "['dev', 'test', 'all']" in done.stderr and "Traceback" not in done.stderr
