@@ -229,7 +229,13 @@ class Embedder:
         path = self.onnx_path(weights_fingerprint(self.model_path))
         if not path.exists():
             log.info("Exporting %s to ONNX (once per model): %s", self.name, path)
-            export_onnx(self.model_path, path)
+            try:
+                export_onnx(self.model_path, path)
+            except OnnxUnavailable:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a read-only folder, a full disk, an exporter bug
+                # Speed is lost, not service: the caller falls back to torch.
+                raise OnnxUnavailable(f"export to {path} failed: {exc}") from exc
         try:
             meta = json.loads(path.with_suffix(".json").read_text())
             return _OnnxRunner(path, meta, self.model_path, self.threads)

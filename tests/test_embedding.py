@@ -98,3 +98,14 @@ def test_unknown_backend_names_the_choices(settings):
         Embedder(settings.resolved_model_path(), backend="tensorrt")
     with pytest.raises(ValueError, match="onnx"):
         Settings(embed_backend="tensorrt")
+
+
+def test_export_that_cannot_be_written_falls_back_to_torch(settings, tmp_path, caplog):
+    """An ONNX folder that cannot be created (a file is in the way) costs speed, not service."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    emb = Embedder.from_settings(settings.model_copy(update={"onnx_dir": blocker / "onnx"}))
+    with caplog.at_level("WARNING"):
+        vec = emb.encode(["测试"])
+    assert emb.backend == "torch" and vec.shape == (1, 512)
+    assert "export to" in caplog.text
