@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -41,26 +42,39 @@ _NUMBER_VALUE = re.compile(
     rf"(?:约|近|超|超过|逾|达|共)?(?:\d+(?:\.\d+)?|[一二三四五六七八九十两百千万]+)(?:多|余)?(?:万亿|亿|万|千)?(?:{_UNITS})(?:以上|左右|多)?"
     r"|\d+(?:\.\d+)?%"
 )
-# The unit a 多少/几 question asks its number in ("多少平方公里", "几家"); ordinals (第几) ask no unit.
+# Units of measure an answer must repeat ("多少平方公里" is not answered by "27家").
+# Counting words (家, 个, 名, 人, 项 ...) are left out: answers swap them freely
+# ("几个平台" / "五大平台"), so those questions only need some quantity.
+_MEASURES = (
+    "万亿元|亿美元|万美元|亿元|万元|美元|元|平方公里|平方千米|万平方米|平方米|公里|千米|米|亩|吨|"
+    "%|倍|成|天|小时|分钟|秒"
+)
+_SAME_UNIT = {"公里": "公里|千米", "千米": "公里|千米", "平方公里": "平方公里|平方千米", "平方千米": "平方公里|平方千米",
+              "成": "成|%"}
+# The unit a 多少/几 question asks its number in; ordinals (第几) ask none. A Latin unit
+# ("多少PFlops") stands alone: letters run into Chinese are a name ("多少AI企业").
 _ASKED_UNIT = re.compile(
-    r"(?<!第)(?:多少|几)\s*(?:万亿|亿|万|千|百)?\s*(" + "|".join(sorted(map(re.escape, _UNITS.split("|")), key=len, reverse=True)) + r"|[A-Za-z]+)"
+    r"(?<!第)(?:多少|几)\s*(?:万亿|亿|万|千|百)?\s*("
+    + "|".join(sorted(map(re.escape, _MEASURES.split("|")), key=len, reverse=True))
+    + r"|[A-Za-z]+(?![A-Za-z\u4e00-\u9fff]))"
 )
 _ORDINAL = re.compile(rf"第\s*[\d{_NUMERALS}]+")
 _CLAUSE = re.compile(r"[^，,；;：:。！？!?]+[，,；;：:。！？!?]*")
 _TERMINAL = tuple("。！？!?；;…”\"）)")
 
 
+@lru_cache(maxsize=4096)  # pure, and asked twice per answer (scoring, then confidence)
 def value_check(question: str) -> tuple[re.Pattern[str], bool] | None:
     """What an answer must contain to state the kind of value the question asks for.
 
-    A number in the unit asked ("多少平方公里" needs "…平方公里"; 几成 also takes
-    a percentage), else a date (何时/哪一年), else an ordinal (第几), else a
-    quantity that is not a date (多少/几). Returns the pattern and whether dates are removed before
-    matching, or None when the question asks for no value.
+    A number in the unit of measure asked ("多少平方公里" needs "…平方公里"; 几成
+    also takes a percentage), else a date (何时/哪一年), else an ordinal (第几),
+    else a quantity that is not a date (多少/几). Returns the pattern and whether
+    dates are removed before matching, or None when the question asks for no value.
     """
     asked = _ASKED_UNIT.search(question)
     if asked:
-        unit = re.escape(asked.group(1)) + ("|%" if asked.group(1) == "成" else "")
+        unit = _SAME_UNIT.get(asked.group(1)) or re.escape(asked.group(1))
         return re.compile(rf"[\d{_NUMERALS}]\s*(?:多|余)?\s*(?:万亿|亿|万|千)?\s*(?:{unit})", re.IGNORECASE), False
     if _ASKS_DATE.search(question):
         return _HAS_DATE, False

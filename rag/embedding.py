@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import threading
 import warnings
 from collections.abc import Sequence
@@ -42,6 +41,10 @@ log = logging.getLogger(__name__)
 
 class OnnxUnavailable(RuntimeError):
     """The model cannot run on ONNX Runtime; the torch backend is used instead."""
+
+
+class DamagedExport(OnnxUnavailable):
+    """The exported files exist but cannot be read: they are deleted and made again."""
 
 
 def weights_fingerprint(model_path: Path) -> str:
@@ -99,23 +102,28 @@ def export_onnx(model_path: Path, target: Path) -> None:
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{target.stem}.tmp{os.getpid()}.onnx")
-    axes = {n: {0: "batch", 1: "tokens"} for n in names} | {"hidden": {0: "batch", 1: "tokens"}}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the TorchScript exporter is chatty about tracing
-        torch.onnx.export(
-            _Body().eval(), tuple(sample[n] for n in names), str(tmp), input_names=names,
-            output_names=["hidden"], dynamic_axes=axes, opset_version=17, dynamo=False,
-        )
-    meta = {"inputs": names, "pooling": pooling, "max_seq_length": int(model.max_seq_length or 512)}
-    runner = _OnnxRunner(tmp, meta, model_path, threads=1)
-    agreement = float((runner.encode(list(_PROBES), 512) * model.encode(list(_PROBES), normalize_embeddings=True)).sum(1).min())
-    if agreement < _MIN_AGREEMENT:
-        tmp.unlink(missing_ok=True)
-        raise OnnxUnavailable(f"{model_path.name}: ONNX and torch vectors differ (cosine {agreement:.4f})")
     meta_tmp = target.with_name(f"{target.stem}.tmp{os.getpid()}.json")
-    meta_tmp.write_text(json.dumps(meta))
-    os.replace(meta_tmp, target.with_suffix(".json"))
-    os.replace(tmp, target)  # last: the .onnx existing means both files are complete
+    axes = {n: {0: "batch", 1: "tokens"} for n in names} | {"hidden": {0: "batch", 1: "tokens"}}
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the TorchScript exporter is chatty about tracing
+            torch.onnx.export(
+                _Body().eval(), tuple(sample[n] for n in names), str(tmp), input_names=names,
+                output_names=["hidden"], dynamic_axes=axes, opset_version=17, dynamo=False,
+            )
+        meta = {"inputs": names, "pooling": pooling, "max_seq_length": int(model.max_seq_length or 512)}
+        runner = _OnnxRunner(tmp, meta, model_path, threads=1)
+        ours = runner.encode(list(_PROBES), 512)
+        agreement = float((ours * model.encode(list(_PROBES), normalize_embeddings=True)).sum(1).min())
+        if agreement < _MIN_AGREEMENT:
+            raise OnnxUnavailable(f"{model_path.name}: ONNX and torch vectors differ (cosine {agreement:.4f})")
+        meta_tmp.write_text(json.dumps(meta))
+        os.replace(meta_tmp, target.with_suffix(".json"))
+        os.replace(tmp, target)  # last: the .onnx existing means both files are complete
+    finally:
+        # Whatever failed, no model-sized temporary is left behind.
+        tmp.unlink(missing_ok=True)
+        meta_tmp.unlink(missing_ok=True)
 
 
 class _OnnxRunner:
@@ -131,7 +139,10 @@ class _OnnxRunner:
         # Idle workers that spin steal the cores from the HTTP server (as OMP_WAIT_POLICY for torch).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own (pybind) exception types
+            raise DamagedExport(f"ONNX Runtime cannot read {onnx_path}: {exc}") from exc
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
         self.inputs: list[str] = list(meta["inputs"])
         self.pooling: str = meta["pooling"]
@@ -155,7 +166,8 @@ class Embedder:
     """Encodes text with a local sentence-transformers model on the CPU.
 
     ``__init__`` is light; :meth:`warm_up` loads the model (about a second; the
-    first use of the ``onnx`` backend also exports the model, a few seconds more).
+    first use of the ``onnx`` backend also exports the model into ``onnx_dir``, a
+    few seconds more; without an ``onnx_dir`` the model runs on torch).
     Encoding is guarded by a lock: the tokenizer and torch modules are not
     re-entrant across threads and the service shares one Embedder.
     """
@@ -180,6 +192,7 @@ class Embedder:
         self.threads = threads or max(1, min(2, os.cpu_count() or 1))
         self._model: Any = None
         self._onnx: _OnnxRunner | None = None
+        self._dimension: int | None = None
         self._lock = threading.Lock()
 
     @property
@@ -207,9 +220,9 @@ class Embedder:
         )
 
     def onnx_path(self, fingerprint: str) -> Path:
-        # The model folder may be read-only (site-packages); exports go beside the index.
-        folder = self.onnx_dir or Path(tempfile.gettempdir()) / "rag-onnx"
-        return folder / f"{fingerprint[:16]}.onnx"
+        if self.onnx_dir is None:
+            raise OnnxUnavailable("no folder for the ONNX export (onnx_dir) was given")
+        return self.onnx_dir / f"{fingerprint[:16]}.onnx"
 
     def warm_up(self) -> None:
         if self._model is not None or self._onnx is not None:
@@ -237,12 +250,20 @@ class Embedder:
                 # Speed is lost, not service: the caller falls back to torch.
                 raise OnnxUnavailable(f"export to {path} failed: {exc}") from exc
         try:
-            meta = json.loads(path.with_suffix(".json").read_text())
+            try:
+                meta = json.loads(path.with_suffix(".json").read_text())
+                meta = {"inputs": list(meta["inputs"]), "pooling": str(meta["pooling"]),
+                        "max_seq_length": int(meta["max_seq_length"])}
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise DamagedExport(f"unreadable {path.with_suffix('.json')}: {exc}") from exc
             return _OnnxRunner(path, meta, self.model_path, self.threads)
-        except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own (pybind) exception types
-            # A damaged export is not trusted; the next start exports again.
+        except DamagedExport:
+            # Only a damaged export is dropped (the next start exports again); other
+            # failures (no onnxruntime, no memory) leave a good export for later.
             path.unlink(missing_ok=True)
-            raise OnnxUnavailable(f"unreadable ONNX export {path}: {exc}") from exc
+            raise
+        except ImportError as exc:
+            raise OnnxUnavailable(f"onnxruntime is not installed: {exc}") from exc
 
     def _load_torch(self) -> Any:
         from sentence_transformers import SentenceTransformer
@@ -255,7 +276,9 @@ class Embedder:
 
     @property
     def dimension(self) -> int:
-        return int(self.encode(["维度"]).shape[1])
+        if self._dimension is None:
+            self._dimension = int(self.encode(["维度"]).shape[1])
+        return self._dimension
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Return L2-normalised float32 vectors, one row per text."""

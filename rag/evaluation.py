@@ -221,12 +221,31 @@ def cites_evidence(cited: str, evidence: str) -> bool:
     return len(ev) >= need and _longest_common_substring(ev, text) >= need
 
 
-_TRAILING_ZEROS = re.compile(r"(\d)\.0+(?!\d)")
+_DECIMAL = re.compile(r"(?<![\d.])(\d+)\.(\d+)(?![\d.])")
 
 
 def answer_key(text: str) -> str:
-    """match_key with "2.0" and "2" the same number (the source may write either)."""
-    return _TRAILING_ZEROS.sub(r"\1", match_key(text))
+    """match_key with "2.0"/"2" and "2.50"/"2.5" the same number (the source may write either)."""
+
+    def trim(m: re.Match[str]) -> str:
+        fraction = m.group(2).rstrip("0")
+        return m.group(1) + ("." + fraction if fraction else "")
+
+    return _DECIMAL.sub(trim, match_key(text))
+
+
+def has_answer(answer_text: str, gold: str) -> bool:
+    """Does the answer state the gold answer? A number must not be part of a longer one
+    ("2平方公里" is not in "12平方公里", "2018" not in "20185", "2" not in "2.5")."""
+    key = answer_key(gold)
+    if not key:
+        return False
+    pattern = re.escape(key)
+    if key[0].isdigit():
+        pattern = r"(?<![\d.])" + pattern
+    if key[-1].isdigit():
+        pattern += r"(?!\.?\d)"
+    return re.search(pattern, answer_key(answer_text)) is not None
 
 
 def score_item(item: GoldItem, result: dict[str, Any], seconds: float) -> ItemResult:
@@ -243,8 +262,7 @@ def score_item(item: GoldItem, result: dict[str, Any], seconds: float) -> ItemRe
                 break
         r.citation_hit = any(cites_evidence(c["text"], item.evidence) for c in r.citations)
     if item.answerable:
-        text = answer_key(r.answer)
-        r.correct = not r.abstained and any(answer_key(a) in text for a in item.answers)
+        r.correct = not r.abstained and any(has_answer(r.answer, a) for a in item.answers)
         r.concise = r.correct and len(r.answer) <= CONCISE_CHARS
     return r
 

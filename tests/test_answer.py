@@ -31,6 +31,10 @@ from rag.answer import lacks_value, value_check
         ("公司是哪一年成立的？", "公司成立于2018年5月。", False),
         ("公司是哪一年成立的？", "前不久，公司揭牌成立。", True),
         ("公司的总部在哪里？", "任何句子", False),  # asks no value: nothing to check
+        ("有几个产业平台？", "共有6个平台。", False),
+        ("杭州有多少AI企业？", "杭州有120家人工智能企业。", False),
+        ("道路全长多少公里？", "全长15千米。", False),  # the same unit, written another way
+        ("算力是多少PFlops？", "投资40亿元。", True),
     ],
 )
 def test_value_check(question, text, lacks):
@@ -40,7 +44,10 @@ def test_value_check(question, text, lacks):
 def test_ordinal_and_unit_questions_pick_their_own_check():
     assert value_check("公司的总部在哪里？") is None
     assert value_check("排在第几位？") is not None
-    assert value_check("多少平方公里") is not value_check("多少")
+    area, count = value_check("多少平方公里"), value_check("多少")
+    assert area is not None and count is not None and area[0].pattern != count[0].pattern
+    assert value_check("杭州有多少AI企业？") == count  # letters run into Chinese are a name, not a unit
+    assert value_check("有几个产业平台？") == count  # counting words need only some quantity
 
 
 def test_answer_in_another_unit_abstains(service):
@@ -54,12 +61,14 @@ def test_answer_in_another_unit_abstains(service):
     assert wrong_unit.confidence < answered.confidence
 
 
-def test_cited_passages_lead_the_hits(service):
+@pytest.mark.parametrize("question", ["杭州综合保税区的前身是什么？", "知识产权授权时限被压缩到多久？"])
+def test_cited_passages_lead_the_hits(service, question):
     """The passage the answer comes from is the first hit, even when retrieval ranked it lower."""
-    question = "全球十大药企中有几家落户杭州医药港？"
     answer = service.ask(question, top_k=5)
     assert not answer.abstained and answer.citations
     cited = {c.chunk_id for c in answer.citations}
+    # Retrieval alone put another passage first: the answer moved the cited one up.
+    assert service.search(question, top_k=5)[0].chunk.chunk_id not in cited
     assert answer.hits[0].chunk.chunk_id in cited
     # The cited passages come before any passage the answer does not use.
     flags = [h.chunk.chunk_id in cited for h in answer.hits]

@@ -6,6 +6,8 @@ fallback), so the two have to agree; the export must also survive damage.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -109,3 +111,30 @@ def test_export_that_cannot_be_written_falls_back_to_torch(settings, tmp_path, c
         vec = emb.encode(["测试"])
     assert emb.backend == "torch" and vec.shape == (1, 512)
     assert "export to" in caplog.text
+
+
+@pytest.mark.parametrize("failure", ["exporter raises mid-write", "export disagrees with torch"])
+def test_failed_export_leaves_no_temporary_files(settings, tmp_path, monkeypatch, caplog, failure):
+    import torch
+
+    import rag.embedding as embedding
+
+    if failure == "exporter raises mid-write":
+        def broken_export(model, args, path, **kwargs):
+            Path(path).write_bytes(b"\0" * 4096)  # a partial file, as a full disk would leave
+            raise RuntimeError("No space left on device")
+
+        monkeypatch.setattr(torch.onnx, "export", broken_export)
+    else:
+        monkeypatch.setattr(embedding, "_MIN_AGREEMENT", 1.01)  # no export can agree this well
+    emb = Embedder.from_settings(settings.model_copy(update={"onnx_dir": tmp_path}))
+    with caplog.at_level("WARNING"):
+        vec = emb.encode(["测试"])
+    assert emb.backend == "torch" and vec.shape == (1, 512)
+    assert list(tmp_path.iterdir()) == []  # no temporaries, no half export
+
+
+def test_dimension_is_computed_once(embedders):
+    onnx, _ = embedders
+    assert onnx.dimension == 512
+    assert onnx._dimension == 512

@@ -43,6 +43,9 @@ def test_right_answer_ignores_width_spacing_and_trailing_zeros():
     assert score_item(item(), result("约2.0平方公里。[1]"), 0).correct  # the same number
     assert not score_item(item(), result("约2.5平方公里。[1]"), 0).correct
     assert not score_item(item(), result("约20平方公里。[1]"), 0).correct
+    assert not score_item(item(), result("约12平方公里。[1]"), 0).correct  # 2 is not the tail of 12
+    assert score_item(item(("2.5亿元",)), result("共2.50亿元[1]"), 0).correct
+    assert not score_item(item(("2018年",)), result("20185年"), 0).correct
     assert not score_item(item(), result("约2平方公里。", abstained=True), 0).correct
 
 
