@@ -131,7 +131,6 @@ class _OnnxRunner:
 
     def __init__(self, onnx_path: Path, meta: dict[str, Any], model_path: Path, threads: int) -> None:
         import onnxruntime as ort
-        from transformers import AutoTokenizer
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -143,16 +142,40 @@ class _OnnxRunner:
             self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own (pybind) exception types
             raise DamagedExport(f"ONNX Runtime cannot read {onnx_path}: {exc}") from exc
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+        # The model's fast tokenizer file runs on the `tokenizers` library alone: importing
+        # transformers would load torch (~1 s and ~250 MB) into a server that never uses it.
+        self._fast: Any = None
+        self._hf: Any = None
+        if (model_path / "tokenizer.json").is_file():
+            from tokenizers import Tokenizer
+
+            self._fast = Tokenizer.from_file(str(model_path / "tokenizer.json"))
+            self._fast.no_padding()
+        else:
+            from transformers import AutoTokenizer
+
+            self._hf = AutoTokenizer.from_pretrained(str(model_path))
         self.inputs: list[str] = list(meta["inputs"])
         self.pooling: str = meta["pooling"]
         self.max_seq_length: int = int(meta["max_seq_length"])
 
+    def _tokenize(self, texts: list[str], limit: int) -> dict[str, np.ndarray]:
+        if self._hf is not None:
+            batch = self._hf(texts, padding=True, truncation=True, max_length=limit, return_tensors="np")
+            return {n: np.asarray(batch[n], dtype=np.int64) for n in self.inputs}
+        self._fast.enable_truncation(max_length=limit)
+        encodings = self._fast.encode_batch(texts)
+        width = max(len(e.ids) for e in encodings)
+        # Padding positions are masked out, so the pad id itself never matters.
+        arrays = {n: np.zeros((len(texts), width), dtype=np.int64) for n in _INPUTS}
+        for row, e in enumerate(encodings):
+            arrays["input_ids"][row, : len(e.ids)] = e.ids
+            arrays["attention_mask"][row, : len(e.ids)] = e.attention_mask
+            arrays["token_type_ids"][row, : len(e.ids)] = e.type_ids
+        return {n: arrays[n] for n in self.inputs}
+
     def encode(self, texts: list[str], max_tokens: int) -> np.ndarray:
-        batch = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=min(max_tokens, self.max_seq_length), return_tensors="np"
-        )
-        feeds = {n: np.asarray(batch[n], dtype=np.int64) for n in self.inputs}
+        feeds = self._tokenize(texts, min(max_tokens, self.max_seq_length))
         hidden = self.session.run(None, feeds)[0]
         if self.pooling == "cls":
             pooled = hidden[:, 0]
