@@ -58,6 +58,14 @@ _ASKED_UNIT = re.compile(
     + "|".join(sorted(map(re.escape, _MEASURES.split("|")), key=len, reverse=True))
     + r"|[A-Za-z]+(?![A-Za-z\u4e00-\u9fff]))"
 )
+# A year the question names ("2021年度") that the answer contradicts with another one.
+_YEAR = re.compile(r"(?:19|20)\d{2}(?=\s*年)")
+# Generic suffixes of Chinese place and zone names: what precedes one is the name proper.
+_PLACE_SUFFIXES = (
+    "高新技术产业开发区", "经济技术开发区", "经济开发区", "综合保税区", "综保区", "开发区", "高新区",
+    "自治县", "县", "市", "镇", "乡",
+)
+_PLACE_NAME = re.compile(r"([\u4e00-\u9fff]{2,4}?)(?:" + "|".join(_PLACE_SUFFIXES) + ")")
 _ORDINAL = re.compile(rf"第\s*[\d{_NUMERALS}]+")
 _CLAUSE = re.compile(r"[^，,；;：:。！？!?]+[，,；;：:。！？!?]*")
 _TERMINAL = tuple("。！？!?；;…”\"）)")
@@ -120,6 +128,7 @@ class Weights:
     # Confidence penalty (abstention): the answer states no value of the kind asked for
     # (a number in the unit asked, any number, a date).
     value_miss: float = 0.3
+    unknown_place: float = 1.0  # decisive: the sources never name the place asked about
 
 
 def echo_pattern(query: Query) -> re.Pattern[str] | None:
@@ -153,6 +162,7 @@ class AnswerComposer:
             for i, s in enumerate(data.sentences)
         ]
         self._chunk_keys = [match_key(c.text) for c in data.chunks]
+        self._corpus_key = "\n".join(match_key(d.text) for d in data.documents.values())
 
     def coverage(self, query: Query, text_key: str) -> float:
         """Share of the question's words (idf- and turn-weighted) present in the text.
@@ -224,6 +234,29 @@ class AnswerComposer:
         rest = next((s.score for s in scored if s.sentence.sent_id not in used), 0.0)
         # A terse follow-up ("每届聘期多长？") is judged with the turn it leans on.
         return max(best.dense, best.context_dense) + best.score - rest
+
+    def unknown_place(self, query: Query) -> str | None:
+        """A place or zone the question names that the sources never mention ("青田县"), if any.
+
+        The name is what precedes a generic suffix (县, 市, 经济技术开发区 ...), and
+        must be one of the question's own words, so "担任荣誉镇长" names no town.
+        """
+        words = {w for w, _, weight in query.terms if weight >= 1.0}
+        names: set[str] = set()
+        for word in words:
+            suffix = next((s for s in _PLACE_SUFFIXES if word.endswith(s) and len(word) > len(s)), None)
+            if suffix is not None:
+                names.add(word[: -len(suffix)])
+        # "平湖经济技术开发区" is segmented as 平湖 / 经济 / 技术开发区.
+        names.update(m.group(1) for m in _PLACE_NAME.finditer(query.text) if m.group(1) in words)
+        return next((n for n in sorted(names) if len(n) >= 2 and match_key(n) not in self._corpus_key), None)
+
+    @staticmethod
+    def year_conflict(question: str, answer: str) -> bool:
+        """The question names a year; the answer names others but not it."""
+        asked = set(_YEAR.findall(question))
+        stated = set(_YEAR.findall(answer))
+        return bool(asked) and bool(stated) and not asked & stated
 
     def _trim(self, text: str, query: Query, limit: int) -> str:
         """Shorten a long passage to its clauses that carry the question's words."""
@@ -314,8 +347,15 @@ class AnswerComposer:
         conf = self.confidence(scored, used)
         # When the sources lack the fact, the closest sentence usually talks about the
         # right subject but states no value of the kind asked for.
-        if lacks_value(value_check(question), "".join(s.text for s in self._span(best.sentence))):
+        span = "".join(s.text for s in self._span(best.sentence))
+        if lacks_value(value_check(question), span):
             conf -= self.weights.value_miss
+        # The answer is about another year than the one asked.
+        if self.year_conflict(question, span):
+            conf -= self.weights.value_miss
+        # The place asked about is nowhere in the sources: whatever matched is about another.
+        if self.unknown_place(query) is not None:
+            conf -= self.weights.unknown_place
         if conf < self.settings.abstain_threshold:
             return Answer(NOT_FOUND + " 以下是最接近的段落，供参考。", True, (), tuple(hits), conf, question)
         groups.sort(key=lambda g: (g[0][0].doc_id, g[0][0].start))

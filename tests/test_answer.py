@@ -78,3 +78,35 @@ def test_cited_passages_lead_the_hits(service, question):
     # /search keeps pure retrieval order.
     scores = [h.score for h in service.search(question, top_k=5)]
     assert scores == sorted(scores, reverse=True)
+
+
+@pytest.mark.parametrize(
+    ("question", "answer", "conflict"),
+    [
+        ("花西子2022年全年的销售额是多少？", "2023年1月-4月累积出口约1800万元。", True),
+        ("2022年的销售额是多少？", "2022年销售额达到30亿元，2023年继续增长。", False),
+        ("2022年的销售额是多少？", "销售额达到30亿元。", False),  # names no year: nothing to contradict
+        ("销售额是多少？", "2023年销售额达到30亿元。", False),  # asks no year
+    ],
+)
+def test_year_conflict(question, answer, conflict):
+    from rag.answer import AnswerComposer
+
+    assert AnswerComposer.year_conflict(question, answer) is conflict
+
+
+def test_a_place_the_sources_never_name_is_not_answered(service):
+    """The closest passage is about another county or zone; the answer says it was not found."""
+    state = service.require()
+    for question, place in [
+        ("丽水市青田县首个区域性网约车行业联合会覆盖了多少名司机？", "青田"),
+        ("平湖经济技术开发区2023年完成固定资产投资多少亿元？", "平湖"),
+    ]:
+        assert state.composer.unknown_place(service._query(state, question)) == place
+        assert service.ask(question).abstained, question
+    # The same question about the county the sources do cover is answered.
+    answered = service.ask("丽水市缙云县首个区域性网约车行业联合会覆盖了多少名司机？")
+    assert not answered.abstained and "300" in answered.text
+    # A word before 镇 that is no place ("担任荣誉镇长") is not taken for one.
+    query = service._query(state, "杭州医药港聘请了哪位哈佛大学教授担任荣誉镇长？")
+    assert state.composer.unknown_place(query) is None
