@@ -17,7 +17,7 @@ import numpy as np
 from rag.config import Settings
 from rag.index import IndexData
 from rag.retrieval import Query
-from rag.text import match_key
+from rag.text import match_key, normalize_width
 from rag.types import Answer, Citation, Hit, Sentence
 
 NOT_FOUND = "资料中没有找到这个问题的答案。"
@@ -34,7 +34,7 @@ _HAS_REASON = re.compile(r"因为|由于|原因|为了|所以|因此|从而|得�
 # A sentence that opens with a pronoun needs the sentence before it to name its subject.
 _ANAPHOR = re.compile(r"^[^，,。]{0,6}[，,]?[“\"]?(她|他|它|其[^他中次余实]|该[^地区市县]|这[里家位些]|那[里家位些]|此处)")
 _UNITS = (
-    "万亿元|亿美元|万美元|亿元|万元|元|平方公里|平方米|万平方米|公里|千米|米|亩|万人次|人次|万人|人|名|家|个|项|"
+    "万亿元|亿美元|万美元|亿元|万元|元|平方公里|平方米|万平方米|立方米|公里|千米|米|亩|万人次|人次|万人|人|名|家|个|项|"
     "%|倍|天|小时|分钟|秒|吨|辆|台|套|所|座|栋|条|款|批|届|位|成"
 )
 _DATE_VALUE = re.compile(r"\d{4}年(?:\d{1,2}月)?(?:\d{1,2}日)?|\d{1,2}月\d{1,2}日|\d{1,2}月")
@@ -46,8 +46,8 @@ _NUMBER_VALUE = re.compile(
 # Counting words (家, 个, 名, 人, 项 ...) are left out: answers swap them freely
 # ("几个平台" / "五大平台"), so those questions only need some quantity.
 _MEASURES = (
-    "万亿元|亿美元|万美元|亿元|万元|美元|元|平方公里|平方千米|万平方米|平方米|公里|千米|米|亩|吨|"
-    "%|倍|成|天|小时|分钟|秒"
+    "万亿元|亿美元|万美元|亿元|万元|美元|元|平方公里|平方千米|万平方米|平方米|立方米|公里|千米|米(?![面粮饭])|亩|吨|"
+    "%|倍|成(?![员本果立为功交绩])|天(?![然津下数])|小时|分钟|秒"
 )
 _SAME_UNIT = {"公里": "公里|千米", "千米": "公里|千米", "平方公里": "平方公里|平方千米", "平方千米": "平方公里|平方千米",
               "成": "成|%"}
@@ -55,17 +55,16 @@ _SAME_UNIT = {"公里": "公里|千米", "千米": "公里|千米", "平方公�
 # ("多少PFlops") stands alone: letters run into Chinese are a name ("多少AI企业").
 _ASKED_UNIT = re.compile(
     r"(?<!第)(?:多少|几)\s*(?:万亿|亿|万|千|百)?\s*("
-    + "|".join(sorted(map(re.escape, _MEASURES.split("|")), key=len, reverse=True))
-    + r"|[A-Za-z]+(?![A-Za-z\u4e00-\u9fff]))"
+    + "|".join(sorted(_MEASURES.split("|"), key=len, reverse=True))
+    + r"|[A-Za-z]+(?=[的左\s，。？！、,.?!)）]|$))"
 )
-# A year the question names ("2021年度") that the answer contradicts with another one.
-_YEAR = re.compile(r"(?:19|20)\d{2}(?=\s*年)")
-# Generic suffixes of Chinese place and zone names: what precedes one is the name proper.
-_PLACE_SUFFIXES = (
-    "高新技术产业开发区", "经济技术开发区", "经济开发区", "综合保税区", "综保区", "开发区", "高新区",
-    "自治县", "县", "市", "镇", "乡",
-)
-_PLACE_NAME = re.compile(r"([\u4e00-\u9fff]{2,4}?)(?:" + "|".join(_PLACE_SUFFIXES) + ")")
+# Years the question or answer names ("2021年度", "2023—2025年": every year of a range).
+_YEARS = re.compile(r"(?<!\d)((?:19|20)\d{2})(?:\s*[-—–~至到]\s*((?:19|20)\d{2}))?(?=\s*年)")
+# A development zone is named by what precedes its generic suffix ("平湖经济技术开发区").
+_ZONE = r"(?:国家级)?(?:高新技术产业开发区|经济技术开发区|经济开发区|综合保税区|综保区|经开区|开发区|高新区)"
+# Only a county is used among administrative suffixes: 市, 镇 and 乡 end too many common
+# words (城市, 上市, 大都市, 各市, 鱼米之乡).
+_COUNTY = "县"
 _ORDINAL = re.compile(rf"第\s*[\d{_NUMERALS}]+")
 _CLAUSE = re.compile(r"[^，,；;：:。！？!?]+[，,；;：:。！？!?]*")
 _TERMINAL = tuple("。！？!?；;…”\"）)")
@@ -163,6 +162,7 @@ class AnswerComposer:
         ]
         self._chunk_keys = [match_key(c.text) for c in data.chunks]
         self._corpus_key = "\n".join(match_key(d.text) for d in data.documents.values())
+        data.tokenizer.tag("")  # load jieba's tag table now, not in the first request
 
     def coverage(self, query: Query, text_key: str) -> float:
         """Share of the question's words (idf- and turn-weighted) present in the text.
@@ -236,26 +236,39 @@ class AnswerComposer:
         return max(best.dense, best.context_dense) + best.score - rest
 
     def unknown_place(self, query: Query) -> str | None:
-        """A place or zone the question names that the sources never mention ("青田县"), if any.
+        """A county or development zone the question names that the sources never mention, if any.
 
-        The name is what precedes a generic suffix (县, 市, 经济技术开发区 ...), and
-        must be one of the question's own words, so "担任荣誉镇长" names no town.
+        The name must be one of the question's own words and a place by jieba's
+        dictionary (or a word it does not know) right before 县 or a zone suffix:
+        "青田县", "平湖经济技术开发区". So "搬进开发区", "贫困县" or "各市县" name none.
         """
-        words = {w for w, _, weight in query.terms if weight >= 1.0}
-        names: set[str] = set()
+        tok = self.data.tokenizer
+        words = [w for w, _, weight in query.terms if weight >= 1.0]
+        text = normalize_width(query.text).lower()
         for word in words:
-            suffix = next((s for s in _PLACE_SUFFIXES if word.endswith(s) and len(word) > len(s)), None)
-            if suffix is not None:
-                names.add(word[: -len(suffix)])
-        # "平湖经济技术开发区" is segmented as 平湖 / 经济 / 技术开发区.
-        names.update(m.group(1) for m in _PLACE_NAME.finditer(query.text) if m.group(1) in words)
-        return next((n for n in sorted(names) if len(n) >= 2 and match_key(n) not in self._corpus_key), None)
+            if len(word) > 1 and word.endswith(_COUNTY) and tok.tag(word) in ("ns", None):
+                name = word[:-1]
+            elif len(word) >= 2 and re.search(re.escape(word) + _ZONE, text) and tok.tag(word) in ("ns", "nr", "nz", None):
+                name = word
+            else:
+                continue
+            if len(name) >= 2 and tok.tag(name) in ("ns", "nr", "nz", None) and match_key(name) not in self._corpus_key:
+                return name
+        return None
 
     @staticmethod
-    def year_conflict(question: str, answer: str) -> bool:
+    def years(text: str) -> set[int]:
+        out: set[int] = set()
+        for first, last in _YEARS.findall(normalize_width(text)):
+            lo = int(first)
+            hi = int(last) if last and int(last) >= lo else lo
+            out.update(range(lo, min(hi, lo + 20) + 1))
+        return out
+
+    @classmethod
+    def year_conflict(cls, question: str, answer: str) -> bool:
         """The question names a year; the answer names others but not it."""
-        asked = set(_YEAR.findall(question))
-        stated = set(_YEAR.findall(answer))
+        asked, stated = cls.years(question), cls.years(answer)
         return bool(asked) and bool(stated) and not asked & stated
 
     def _trim(self, text: str, query: Query, limit: int) -> str:

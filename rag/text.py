@@ -112,6 +112,7 @@ class Tokenizer:
     def __init__(self, user_words: Iterable[str] = ()) -> None:
         self.user_words = tuple(user_words)
         self._jieba = None
+        self._tags: dict[str, str] | None = None
 
     def warm_up(self) -> None:
         if self._jieba is not None:
@@ -124,6 +125,15 @@ class Tokenizer:
         for word in self.user_words:
             tok.add_word(word, freq=max(tok.suggest_freq(word), 1000))
         self._jieba = tok
+
+    def tag(self, word: str) -> str | None:
+        """jieba's part-of-speech tag of a dictionary word (``ns``: a place name), None if unknown."""
+        if self._tags is None:
+            self.warm_up()
+            import jieba.posseg
+
+            self._tags = jieba.posseg.POSTokenizer(self._jieba).word_tag_tab
+        return self._tags.get(word)
 
     def terms(self, text: str) -> list[tuple[str, tuple[str, ...]]]:
         """Whole words of a question (precise mode), each with its search-mode sub-words.

@@ -35,6 +35,9 @@ from rag.answer import lacks_value, value_check
         ("杭州有多少AI企业？", "杭州有120家人工智能企业。", False),
         ("道路全长多少公里？", "全长15千米。", False),  # the same unit, written another way
         ("算力是多少PFlops？", "投资40亿元。", True),
+        ("装机容量有多少MW的光伏？", "光伏装机200MW。", False),  # a Latin unit before 的
+        ("该平台有多少成员单位？", "共有35家成员单位。", False),  # 成员 is no 成 (tenths)
+        ("每年供应多少天然气？", "年供气3亿立方米。", False),  # 天然气 is no 天 (days)
     ],
 )
 def test_value_check(question, text, lacks):
@@ -87,6 +90,8 @@ def test_cited_passages_lead_the_hits(service, question):
         ("2022年的销售额是多少？", "2022年销售额达到30亿元，2023年继续增长。", False),
         ("2022年的销售额是多少？", "销售额达到30亿元。", False),  # names no year: nothing to contradict
         ("销售额是多少？", "2023年销售额达到30亿元。", False),  # asks no year
+        ("2023年出台了什么行动计划？", "出台《2023—2025年行动计划》。", False),  # inside a range
+        ("2026年出台了什么行动计划？", "出台《2023—2025年行动计划》。", True),
     ],
 )
 def test_year_conflict(question, answer, conflict):
@@ -107,6 +112,16 @@ def test_a_place_the_sources_never_name_is_not_answered(service):
     # The same question about the county the sources do cover is answered.
     answered = service.ask("丽水市缙云县首个区域性网约车行业联合会覆盖了多少名司机？")
     assert not answered.abstained and "300" in answered.text
-    # A word before 镇 that is no place ("担任荣誉镇长") is not taken for one.
-    query = service._query(state, "杭州医药港聘请了哪位哈佛大学教授担任荣誉镇长？")
-    assert state.composer.unknown_place(query) is None
+    # Words ending like place names that name no place are not taken for one.
+    for question in [
+        "杭州医药港聘请了哪位哈佛大学教授担任荣誉镇长？",
+        "杭州这座大都市的综合保税区面积有多少平方公里？",
+        "在全省各市县中，唯一同时拥有经开区、高新区、综保区、自贸区的产业大平台是哪个？",
+        "借壳上市的企业有几家？",
+        "江山经济开发区把哪三个经济部门整合后搬进开发区合署办公？",
+        "贫困县有多少个？",
+    ]:
+        assert state.composer.unknown_place(service._query(state, question)) is None, question
+    # A zone named after a word the question starts with, or by its short name, is still found.
+    query = service._query(state, "去年平湖经开区完成固定资产投资多少亿元？")
+    assert state.composer.unknown_place(query) == "平湖"
