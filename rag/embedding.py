@@ -33,7 +33,14 @@ _WEIGHT_SUFFIXES = (".bin", ".safetensors")
 BACKENDS = ("onnx", "torch")
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # Sentences the exported graph must reproduce before it is trusted.
-_PROBES = ("钱塘新区哪个产业平台主攻半导体产业？", "示例", "杭州经济技术开发区位于钱塘江北岸，是1993年经国务院批准设立的国家级开发区。")
+_PROBES = (
+    "钱塘新区哪个产业平台主攻半导体产业？",
+    "示例",
+    "杭州经济技术开发区位于钱塘江北岸，是1993年经国务院批准设立的国家级开发区。",
+    "Hello World: GDP增长5.8%，ＡＢＣ公司 eWTP 平台",  # case and width: the tokenizer file must agree too
+)
+# Bumped when the export or its tokenization changes, so older exports are made (and checked) again.
+_EXPORT_VERSION = 2
 _MIN_AGREEMENT = 0.999  # cosine between ONNX and torch vectors
 
 log = logging.getLogger(__name__)
@@ -245,7 +252,7 @@ class Embedder:
     def onnx_path(self, fingerprint: str) -> Path:
         if self.onnx_dir is None:
             raise OnnxUnavailable("no folder for the ONNX export (onnx_dir) was given")
-        return self.onnx_dir / f"{fingerprint[:16]}.onnx"
+        return self.onnx_dir / f"{fingerprint[:16]}-v{_EXPORT_VERSION}.onnx"
 
     def warm_up(self) -> None:
         if self._model is not None or self._onnx is not None:
@@ -272,6 +279,10 @@ class Embedder:
             except Exception as exc:  # noqa: BLE001 - a read-only folder, a full disk, an exporter bug
                 # Speed is lost, not service: the caller falls back to torch.
                 raise OnnxUnavailable(f"export to {path} failed: {exc}") from exc
+            # Exports of this model in an older format are superseded (about 100 MB each).
+            for old in path.parent.glob(f"{path.name.split('-v')[0]}*"):
+                if old.stem != path.stem and ".tmp" not in old.name:
+                    old.unlink(missing_ok=True)
         try:
             try:
                 meta = json.loads(path.with_suffix(".json").read_text())

@@ -159,3 +159,17 @@ def test_serving_on_onnx_does_not_load_torch(settings):
                           cwd=settings.corpus_dir.parent)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["onnx", "False", "False"]
+
+
+def test_a_new_export_supersedes_older_formats(settings, tmp_path):
+    """An export made by an older version is replaced, not kept beside the new one (100 MB each)."""
+    prefix = weights_fingerprint(settings.resolved_model_path())[:16]
+    (tmp_path / f"{prefix}.onnx").write_bytes(b"old export")
+    (tmp_path / f"{prefix}.json").write_text("{}")
+    (tmp_path / "0123456789abcdef-v2.onnx").write_bytes(b"another model's export")
+    emb = Embedder.from_settings(settings.model_copy(update={"onnx_dir": tmp_path}))
+    emb.warm_up()
+    assert emb.backend == "onnx"
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(["0123456789abcdef-v2.onnx", emb.onnx_path(prefix * 4).name,
+                            emb.onnx_path(prefix * 4).with_suffix(".json").name])
