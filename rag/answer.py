@@ -162,7 +162,7 @@ class AnswerComposer:
         ]
         self._chunk_keys = [match_key(c.text) for c in data.chunks]
         self._corpus_key = "\n".join(match_key(d.text) for d in data.documents.values())
-        data.tokenizer.tag("")  # load jieba's tag table now, not in the first request
+        data.tokenizer.place_like("")  # load jieba's proper-noun list now, not in the first request
 
     def coverage(self, query: Query, text_key: str) -> float:
         """Share of the question's words (idf- and turn-weighted) present in the text.
@@ -246,13 +246,13 @@ class AnswerComposer:
         words = [w for w, _, weight in query.terms if weight >= 1.0]
         text = normalize_width(query.text).lower()
         for word in words:
-            if len(word) > 1 and word.endswith(_COUNTY) and tok.tag(word) in ("ns", None):
+            if len(word) > 1 and word.endswith(_COUNTY) and tok.place_like(word):
                 name = word[:-1]
-            elif len(word) >= 2 and re.search(re.escape(word) + _ZONE, text) and tok.tag(word) in ("ns", "nr", "nz", None):
+            elif len(word) >= 2 and re.search(re.escape(word) + _ZONE, text):
                 name = word
             else:
                 continue
-            if len(name) >= 2 and tok.tag(name) in ("ns", "nr", "nz", None) and match_key(name) not in self._corpus_key:
+            if len(name) >= 2 and tok.place_like(name) and match_key(name) not in self._corpus_key:
                 return name
         return None
 

@@ -103,6 +103,9 @@ def mine_user_words(texts: Sequence[str], min_count: int = 3, max_len: int = 6) 
     return sorted(words)
 
 
+_PROPER_TAGS = frozenset({"ns", "nr", "nz", "nrt"})
+
+
 class Tokenizer:
     """jieba tokenisation with a corpus user dictionary, for BM25 (build and query).
 
@@ -112,7 +115,7 @@ class Tokenizer:
     def __init__(self, user_words: Iterable[str] = ()) -> None:
         self.user_words = tuple(user_words)
         self._jieba = None
-        self._tags: dict[str, str] | None = None
+        self._proper: frozenset[str] | None = None
 
     def warm_up(self) -> None:
         if self._jieba is not None:
@@ -126,14 +129,21 @@ class Tokenizer:
             tok.add_word(word, freq=max(tok.suggest_freq(word), 1000))
         self._jieba = tok
 
-    def tag(self, word: str) -> str | None:
-        """jieba's part-of-speech tag of a dictionary word (``ns``: a place name), None if unknown."""
-        if self._tags is None:
+    def place_like(self, word: str) -> bool:
+        """Could ``word`` be a name: jieba's dictionary tags it a proper noun (place, person,
+        other name) or does not know it at all. Common words ("贫困", "搬进") are not."""
+        if self._proper is None:
             self.warm_up()
-            import jieba.posseg
+            import jieba
 
-            self._tags = jieba.posseg.POSTokenizer(self._jieba).word_tag_tab
-        return self._tags.get(word)
+            # Only the proper nouns' tags are kept (about 107k words): jieba's whole tag
+            # table would cost the server some 90 MB.
+            with jieba.get_dict_file() as fh:
+                rows = (line.decode("utf-8").split() for line in fh)
+                self._proper = frozenset(r[0] for r in rows if len(r) >= 3 and r[2] in _PROPER_TAGS)
+        if word in self._proper:
+            return True
+        return not self._jieba.FREQ.get(word)  # type: ignore[union-attr]
 
     def terms(self, text: str) -> list[tuple[str, tuple[str, ...]]]:
         """Whole words of a question (precise mode), each with its search-mode sub-words.
