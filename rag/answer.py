@@ -61,7 +61,7 @@ _ASKED_UNIT = re.compile(
 # Years the question or answer names ("2021年度", "2023—2025年": every year of a range).
 _YEARS = re.compile(r"(?<!\d)((?:19|20)\d{2})(?:\s*[-—–~至到]\s*((?:19|20)\d{2}))?(?=\s*年)")
 # A development zone is named by what precedes its generic suffix ("平湖经济技术开发区").
-_ZONE = r"(?:国家级)?(?:高新技术产业开发区|经济技术开发区|经济开发区|综合保税区|综保区|经开区|开发区|高新区)"
+_ZONE = re.compile(r"(?:国家级)?(?:高新技术产业开发区|经济技术开发区|经济开发区|综合保税区|综保区|经开区|开发区|高新区)")
 # Only a county is used among administrative suffixes: 市, 镇 and 乡 end too many common
 # words (城市, 上市, 大都市, 各市, 鱼米之乡).
 _COUNTY = "县"
@@ -245,10 +245,11 @@ class AnswerComposer:
         tok = self.data.tokenizer
         words = [w for w, _, weight in query.terms if weight >= 1.0]
         text = normalize_width(query.text).lower()
+        zones = [m.start() for m in _ZONE.finditer(text)]
         for word in words:
             if len(word) > 1 and word.endswith(_COUNTY) and tok.place_like(word):
                 name = word[:-1]
-            elif len(word) >= 2 and re.search(re.escape(word) + _ZONE, text):
+            elif len(word) >= 2 and any(text.endswith(word, 0, start) for start in zones):
                 name = word
             else:
                 continue
