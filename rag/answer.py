@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
@@ -70,7 +69,6 @@ _CLAUSE = re.compile(r"[^，,；;：:。！？!?]+[，,；;：:。！？!?]*")
 _TERMINAL = tuple("。！？!?；;…”\"）)")
 
 
-@lru_cache(maxsize=4096)  # pure, and asked twice per answer (scoring, then confidence)
 def value_check(question: str) -> tuple[re.Pattern[str], bool] | None:
     """What an answer must contain to state the kind of value the question asks for.
 
@@ -160,7 +158,6 @@ class AnswerComposer:
             + self._sentence_keys[i]
             for i, s in enumerate(data.sentences)
         ]
-        self._chunk_keys = [match_key(c.text) for c in data.chunks]
         self._corpus_key = "\n".join(match_key(d.text) for d in data.documents.values())
         data.tokenizer.place_like("")  # load jieba's proper-noun list now, not in the first request
 
@@ -181,7 +178,11 @@ class AnswerComposer:
                 found += w * sum(s in text_key for s in subs) / len(subs)
         return found / total if total else 0.0
 
-    def score_sentences(self, query: Query, hits: list[Hit], question: str) -> list[ScoredSentence]:
+    def score_sentences(
+        self, query: Query, hits: list[Hit], question: str, value: tuple[re.Pattern[str], bool] | None = None
+    ) -> list[ScoredSentence]:
+        """Every sentence of the hits, best first. ``value`` is :func:`value_check` of the
+        question when the caller has it already."""
         if not hits:
             return []
         w = self.weights
@@ -189,7 +190,7 @@ class AnswerComposer:
         sents = self.data.sentences
         out: list[ScoredSentence] = []
         seen: set[int] = set()
-        value = value_check(question)
+        value = value if value is not None else value_check(question)
         asks_reason = bool(_ASKS_REASON.search(question))
         asks_name = bool(_ASKS_NAME.search(question))
         echo = echo_pattern(query)
@@ -339,7 +340,8 @@ class AnswerComposer:
 
     def compose(self, question: str, query: Query, hits: list[Hit]) -> Answer:
         """Answer from the hits, or abstain when confidence is under the threshold."""
-        scored = self.score_sentences(query, hits, question)
+        value = value_check(question)
+        scored = self.score_sentences(query, hits, question, value)
         if not scored:
             return Answer(NOT_FOUND, True, (), tuple(hits), 0.0, question)
         best = scored[0]
@@ -361,11 +363,11 @@ class AnswerComposer:
         conf = self.confidence(scored, used)
         # When the sources lack the fact, the closest sentence usually talks about the
         # right subject but states no value of the kind asked for.
-        span = "".join(s.text for s in self._span(best.sentence))
-        if lacks_value(value_check(question), span):
+        best_text = "".join(s.text for s in groups[0][0])
+        if lacks_value(value, best_text):
             conf -= self.weights.value_miss
         # The answer is about another year than the one asked.
-        if self.year_conflict(question, span):
+        if self.year_conflict(question, best_text):
             conf -= self.weights.value_miss
         # The place asked about is nowhere in the sources: whatever matched is about another.
         if self.unknown_place(query) is not None:

@@ -7,7 +7,6 @@ load generator does not share its interpreter.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -18,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from rag.config import Settings
-from rag.loadtest import LoadResult, free_port, rss_mb, run_load
+from rag.evaluation import load_gold
+from rag.loadtest import QUESTIONS, LoadResult, free_port, rss_mb, run_load
 
 QUESTIONS_FILE = Path("eval/gold.jsonl")
-FALLBACK_QUESTIONS = ["钱塘新区哪个产业平台主攻半导体产业？", "杭州综合保税区的面积有多大？", "之江实验室的主任是谁？"]
 
 
 def time_builds(settings: Settings, log: Any = print) -> dict[str, float]:
@@ -42,10 +41,10 @@ def time_builds(settings: Settings, log: Any = print) -> dict[str, float]:
 
 
 def _questions() -> list[str]:
+    """The gold questions (answerable or not, as users would ask), else the load test's own."""
     if not QUESTIONS_FILE.is_file():
-        return FALLBACK_QUESTIONS
-    rows = [json.loads(x) for x in QUESTIONS_FILE.read_text(encoding="utf-8").splitlines() if x.strip()]
-    return [r["question"] for r in rows] or FALLBACK_QUESTIONS
+        return list(QUESTIONS)
+    return [item.question for item in load_gold([QUESTIONS_FILE])] or list(QUESTIONS)
 
 
 def _load(base: str, questions: list[str], concurrency: int, duration: float) -> LoadResult:

@@ -103,14 +103,9 @@ _SPACE_CJK_DIGIT = re.compile(rf"(?<=[{CJK}0-9%.])[ \t]+(?=[{CJK}])|(?<=[{CJK}])
 _SPACE_PUNCT = re.compile(r"[ \t]*([，。、；：！？（）“”《》,;:!?])[ \t]*")
 
 
-def _loose_line(line: str) -> str:
-    """Width-normalised and stripped, bullets removed, inner spaces still in place."""
-    return _BULLET.sub("", normalize_width(line).strip())
-
-
-def _normalise_line(line: str) -> str:
-    line = _loose_line(line)
-    line = _SPACE_CJK_DIGIT.sub("", line)
+def _normalise_line(loose: str) -> str:
+    """The kept text of a line, from its loose form (width-normalised, stripped, no bullet)."""
+    line = _SPACE_CJK_DIGIT.sub("", loose)
     line = _SPACE_PUNCT.sub(lambda m: m.group(1), line)
     # "Ａ ， Ｂ" style spacing around ASCII commas between CJK: keep one space only between Latin words.
     line = re.sub(r"[ \t]{2,}", " ", line)
@@ -162,33 +157,52 @@ def _joins_next(line: str, width: int) -> bool:
     return bool(re.search(r"[0-9.]$", line)) and len(line) > 12
 
 
-def _narrow_column_joins(lines: list[tuple[str, bool, bool]], idx: int, continuing: bool) -> bool:
+@dataclass(frozen=True, slots=True)
+class _Line:
+    """A raw line kept by cleaning."""
+
+    number: int  # 1-based raw line number
+    text: str
+    markdown_heading: bool
+    byline: bool
+    bulleted: bool  # opened with a bullet mark (or is a markdown heading): a new item
+
+    @property
+    def opens_item(self) -> bool:
+        return self.bulleted and not self.byline
+
+    @property
+    def starts_new(self) -> bool:
+        """Something no column runs into: a bullet, a heading or a byline."""
+        return self.bulleted or self.byline
+
+
+def _narrow_column_joins(lines: list[_Line], idx: int, continuing: bool) -> bool:
     """Is line ``idx`` cut by a narrow column (a magazine sidebar) narrower than the file's width?
 
     Such a line opens a bulleted item or continues one, is about as long as its
     neighbours, the next line is no new item (no bullet, no markdown heading)
     and the run ends a sentence within a few lines. A title line never opens
     with a bullet, so one over a column of the same width stays a title.
-    ``lines`` holds each kept line, whether it opens a bulleted item, and
-    whether it starts something new (a bullet or a byline).
     """
-    line = lines[idx][0]
-    if not (continuing or lines[idx][1]):
+    current = lines[idx]
+    line = current.text
+    if not (continuing or current.opens_item):
         return False
-    if idx + 1 >= len(lines) or len(line) < 10 or _ends_sentence(line) or lines[idx + 1][2]:
+    if idx + 1 >= len(lines) or len(line) < 10 or _ends_sentence(line) or lines[idx + 1].starts_new:
         return False
-    width = len(line) + lines[idx][1]  # the bullet took a place in the column too
-    previous = len(lines[idx - 1][0]) if idx else 0
-    following = lines[idx + 1][0]
+    width = len(line) + current.opens_item  # the bullet took a place in the column too
+    previous = len(lines[idx - 1].text) if idx else 0
+    following = lines[idx + 1].text
     if width < 0.85 * max(previous, len(following)):
         return False
     # The next line is column text too: as wide, or the end of the sentence (a byline is neither).
     if len(following) < 0.7 * width and not _ends_sentence(following):
         return False
-    for nxt, _, new_item in lines[idx + 1 : idx + 5]:
-        if new_item:
+    for nxt in lines[idx + 1 : idx + 5]:
+        if nxt.starts_new:
             return False
-        if _ends_sentence(nxt):
+        if _ends_sentence(nxt.text):
             return True
     return False
 
@@ -209,29 +223,25 @@ def clean_document(doc: Document) -> CleanDocument:
     are dropped; numbers keep their units ("8.2 平方公里" -> "8.2平方公里").
     """
     raw_lines = doc.text.splitlines()
-    # (raw line number, text, markdown heading, looks like a byline)
-    kept: list[tuple[int, str, bool, bool]] = []
-    bulleted: list[bool] = []  # the raw line opened with a bullet mark: a new item
+    kept: list[_Line] = []
     for number, raw in enumerate(raw_lines, start=1):
-        loose = _loose_line(raw)
-        line = _normalise_line(raw)
+        stripped = normalize_width(raw).strip()
+        loose = _BULLET.sub("", stripped)  # inner spaces still in place
+        line = _normalise_line(loose)
         if not line or _is_furniture(line, loose):
             # A photo credit line follows its caption: drop a short caption just before it too.
-            if line and _is_credit(line, loose) and kept and not _ends_sentence(kept[-1][1]):
-                if len(kept[-1][1]) <= 20 and len(kept) >= 2 and _joins_next(kept[-2][1], 60):
+            if line and _is_credit(line, loose) and kept and not _ends_sentence(kept[-1].text):
+                if len(kept[-1].text) <= 20 and len(kept) >= 2 and _joins_next(kept[-2].text, 60):
                     kept.pop()
-                    bulleted.pop()
             continue
         md = _MD_HEADING.match(line)
-        bulleted.append(bool(md) or bool(_BULLET.match(normalize_width(raw).strip())))
         if md:
-            kept.append((number, md.group(2).strip(), True, False))
+            kept.append(_Line(number, md.group(2).strip(), True, False, True))
         else:
-            kept.append((number, line, False, bool(_BYLINE.match(re.sub(r"\s+", " ", loose)))))
+            byline = bool(_BYLINE.match(re.sub(r"\s+", " ", loose)))
+            kept.append(_Line(number, line, False, byline, bool(_BULLET.match(stripped))))
 
-    width = _line_width([t for _, t, md, _ in kept if not md])
-    # (text, opens a bulleted item, starts something no column runs into: a bullet or a byline)
-    items = [(t, b and not by, b or by) for (_, t, _, by), b in zip(kept, bulleted, strict=True)]
+    width = _line_width([k.text for k in kept if not k.markdown_heading])
     parts: list[str] = []
     segments: list[Segment] = []
     headings: list[Heading] = []
@@ -239,7 +249,8 @@ def clean_document(doc: Document) -> CleanDocument:
     continuing = False
     pending_title_idx: int | None = None
     after_heading = False
-    for idx, (number, line, md, byline) in enumerate(kept):
+    for idx, current in enumerate(kept):
+        line, md = current.text, current.markdown_heading
         if parts and not continuing:
             parts.append("\n")
             pos += 1
@@ -251,16 +262,17 @@ def clean_document(doc: Document) -> CleanDocument:
         start = pos
         parts.append(line)
         pos += len(line)
-        segments.append(Segment(start, pos, number))
+        segments.append(Segment(start, pos, current.number))
         nxt = kept[idx + 1] if idx + 1 < len(kept) else None
         joins = not md and (
             _joins_next(line, width)
-            or _narrow_column_joins(items, idx, continuing)
-            or (nxt is not None and not nxt[2] and not _ends_sentence(line) and bool(_WORD_TAIL.match(nxt[1])))
+            or _narrow_column_joins(kept, idx, continuing)
+            or (nxt is not None and not nxt.markdown_heading and not _ends_sentence(line)
+                and bool(_WORD_TAIL.match(nxt.text)))
         )
         standalone = not continuing and not joins
         is_heading = False
-        if standalone and byline and after_heading:
+        if standalone and current.byline and after_heading:
             # An author byline under a title: the title starts an article; the byline is no heading.
             if pending_title_idx is not None and len(headings[pending_title_idx].text) >= 4:
                 h = headings[pending_title_idx]

@@ -9,6 +9,7 @@ the markdown report that lists every failure.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import statistics
@@ -193,19 +194,6 @@ class ItemResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _longest_common_substring(a: str, b: str) -> int:
-    best = 0
-    prev = [0] * (len(b) + 1)
-    for ca in a:
-        cur = [0] * (len(b) + 1)
-        for j, cb in enumerate(b, start=1):
-            if ca == cb:
-                cur[j] = prev[j - 1] + 1
-                best = max(best, cur[j])
-        prev = cur
-    return best
-
-
 def cites_evidence(cited: str, evidence: str) -> bool:
     """Does a cited text point at the evidence?
 
@@ -218,7 +206,10 @@ def cites_evidence(cited: str, evidence: str) -> bool:
     if ev in text:
         return True
     need = max(8, int(0.6 * len(ev) + 0.5))
-    return len(ev) >= need and _longest_common_substring(ev, text) >= need
+    if len(ev) < need:
+        return False
+    run = difflib.SequenceMatcher(None, ev, text, autojunk=False).find_longest_match(0, len(ev), 0, len(text))
+    return run.size >= need
 
 
 _DECIMAL = re.compile(r"(?<![\d.])(\d+)\.(\d+)(?![\d.])")

@@ -79,16 +79,13 @@ class Retriever:
             w = self.settings.keyword_weight
             top_kw = kw[0][1] if kw else 1.0
             kw_scores = dict(kw)
-            dense_scores = dict(dn)
-            floor = min(dense_scores.values()) if dense_scores else 0.0
-            ceil = max(dense_scores.values()) if dense_scores else 1.0
-            # A passage missing from one list gets that list's floor (0 for BM25).
+            # Scaled by the dense candidates' range; a passage missing from the keyword list scores 0 there.
+            floor = dn[-1][1] if dn else 0.0
+            ceil = dn[0][1] if dn else 1.0
+            assert all_dense is not None  # hybrid computes every passage's dense score
             for i in set(kw_rank) | set(dn_rank):
                 k_part = kw_scores.get(i, 0.0) / (top_kw or 1.0)
-                # A keyword-only hit gets its dense score from the same computation.
-                d = dense_scores.get(i)
-                if d is None:
-                    d = float(all_dense[i]) if all_dense is not None else floor
+                d = float(all_dense[i])  # keyword-only hits too, from the same computation
                 d_part = (d - floor) / (ceil - floor) if ceil > floor else 1.0
                 fused[i] = w * k_part + (1 - w) * max(d_part, 0.0)
         order = sorted(fused, key=lambda i: (-fused[i], i))[:top_k]
