@@ -59,7 +59,7 @@ _ASKED_UNIT = re.compile(
 )
 # Years the question or answer names ("2021年度", "2023—2025年": every year of a range).
 _YEARS = re.compile(r"(?<!\d)((?:19|20)\d{2})(?:\s*[-—–~至到]\s*((?:19|20)\d{2}))?(?=\s*年)")
-# A development zone is named by what precedes its generic suffix ("平湖经济技术开发区").
+# A development zone is named by what precedes its generic suffix ("某某经济技术开发区").
 _ZONE = re.compile(r"(?:国家级)?(?:高新技术产业开发区|经济技术开发区|经济开发区|综合保税区|综保区|经开区|开发区|高新区)")
 # Only a county is used among administrative suffixes: 市, 镇 and 乡 end too many common
 # words (城市, 上市, 大都市, 各市, 鱼米之乡).
@@ -233,7 +233,7 @@ class AnswerComposer:
         """
         best = scored[0]
         rest = next((s.score for s in scored if s.sentence.sent_id not in used), 0.0)
-        # A terse follow-up ("每届聘期多长？") is judged with the turn it leans on.
+        # A terse follow-up ("任期多长？") is judged with the turn it leans on.
         return max(best.dense, best.context_dense) + best.score - rest
 
     def unknown_place(self, query: Query) -> str | None:
@@ -241,7 +241,8 @@ class AnswerComposer:
 
         The name must be one of the question's own words and a place by jieba's
         dictionary (or a word it does not know) right before 县 or a zone suffix:
-        "青田县", "平湖经济技术开发区". So "搬进开发区", "贫困县" or "各市县" name none.
+        "某某县", "某某经济技术开发区". Common words before a suffix (a verb before
+        开发区, 贫困县, 各市县) name none.
         """
         tok = self.data.tokenizer
         words = [w for w, _, weight in query.terms if weight >= 1.0]
@@ -299,7 +300,7 @@ class AnswerComposer:
         """The number or date that answers a 多少/何时 question, when the sentence makes it clear.
 
         Taken as the first value after the last of the question's words found
-        in the sentence ("总投资7.6亿美元" for "总投资是多少"); None when no
+        in the sentence ("投资额5亿元" for "投资额是多少"); None when no
         question word precedes a value, so the answer then opens with the sentence.
         """
         if _ASKS_DATE.search(question):
