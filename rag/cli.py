@@ -81,6 +81,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return run_bench_command(args, _settings(args))
 
 
+def _cmd_judge_fit(args: argparse.Namespace) -> int:
+    from rag.evaluation import run_judge_fit_command
+
+    return run_judge_fit_command(args, _settings(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rag", description=__doc__.splitlines()[0])
     parser.add_argument("--corpus-dir", dest="corpus_dir", type=Path, help="default: corpus (RAG_CORPUS_DIR)")
@@ -121,6 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--url", help="evaluate a running server at this base URL instead of in-process")
     ev.add_argument("--no-ablations", action="store_true", help="skip keyword-only and dense-only runs")
     ev.set_defaults(func=_cmd_eval)
+
+    judge = sub.add_parser("judge", help="the judge that decides to answer or abstain")
+    jsub = judge.add_subparsers(dest="judge_command", required=True)
+    jf = jsub.add_parser("fit", help="fit the judge on the dev split (cross-validated) and write its file")
+    jf.add_argument("--gold", type=Path, action="append", help="gold JSONL (repeatable); default eval/gold.jsonl")
+    jf.add_argument("--chat", type=Path, help="chat gold JSONL; default eval/chat_gold.jsonl")
+    jf.add_argument("--split", default="dev", help="only dev: the test split is never fitted on")
+    jf.add_argument("--reader", default="rules", choices=["rules", "model"], help="which reader's signals")
+    jf.add_argument("--out", type=Path, default=None, help="default models/judge.json (judge-reader.json for --reader model)")
+    jf.add_argument("--max-false", type=float, default=0.04, help="false-abstention budget for the threshold")
+    jf.set_defaults(func=_cmd_judge_fit)
 
     bench = sub.add_parser("bench", help="time index builds and HTTP load; writes eval/reports/bench.md")
     bench.add_argument("--duration", type=float, default=10.0, help="seconds per concurrency level")

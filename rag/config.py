@@ -75,10 +75,13 @@ class Settings(BaseSettings):
     default_top_k: int = Field(5, ge=1, le=50)
     max_top_k: int = Field(20, ge=1, le=100)
 
-    # Answer composition and abstention (calibrated on the dev split).
-    # Calibrated on the dev split by `rag eval --split dev`: most questions handled right
-    # with false abstention <= 3% (see rag.evaluation.calibrate_threshold).
-    abstain_threshold: float = 0.718
+    # Answering. The judge (models/judge.json, fitted by `rag judge fit` on the dev split)
+    # gives P(answer right) and its threshold; abstain_threshold overrides that threshold.
+    reader: Literal["rules", "model"] = "rules"
+    reader_dir: Path | None = None  # the trained reader; empty means models/reader
+    reader_weight: float = Field(0.3, ge=0.0, le=5.0)  # the trained reader's share of the sentence score
+    judge_path: Path | None = None  # empty means models/judge.json (judge-reader.json with the model reader)
+    abstain_threshold: float | None = Field(None, ge=0.0, le=1.0)
     answer_max_chars: int = Field(150, ge=20, le=2000)
     max_answer_sentences: int = Field(2, ge=1, le=5)
 
@@ -101,7 +104,8 @@ class Settings(BaseSettings):
     def _empty_is_none(cls, value: object) -> object:
         return None if value in ("", None) else value
 
-    @field_validator("model_path", "onnx_dir", "llm_base_url", "llm_model", mode="before")
+    @field_validator("model_path", "onnx_dir", "llm_base_url", "llm_model", "reader_dir", "judge_path",
+                     "abstain_threshold", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

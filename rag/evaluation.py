@@ -191,6 +191,8 @@ class ItemResult:
     correct: bool = False
     concise: bool = False
     citation_hit: bool = False
+    exact: bool = False  # the lead value equals a gold answer (CMRC 2018 exact match)
+    f1: float = 0.0  # character F1 of the lead value against the gold answers
     notes: list[str] = field(default_factory=list)
 
 
@@ -239,6 +241,42 @@ def has_answer(answer_text: str, gold: str) -> bool:
     return re.search(pattern, answer_key(answer_text)) is not None
 
 
+_PUNCT = re.compile(r"[\s\W_]+", re.UNICODE)
+
+
+def _qa_key(text: str) -> str:
+    """CMRC 2018-style normalisation: width, case, punctuation and spaces removed."""
+    return _PUNCT.sub("", answer_key(text))
+
+
+def exact_match(prediction: str, golds: Sequence[str]) -> bool:
+    key = _qa_key(prediction)
+    return bool(key) and any(key == _qa_key(g) for g in golds)
+
+
+def char_f1(prediction: str, golds: Sequence[str]) -> float:
+    """The best character-overlap F1 (CMRC 2018) of the prediction against any gold answer."""
+    from collections import Counter
+
+    pred = _qa_key(prediction)
+    best = 0.0
+    for gold in golds:
+        ref = _qa_key(gold)
+        common = sum((Counter(pred) & Counter(ref)).values())
+        if common:
+            p, r = common / len(pred), common / len(ref)
+            best = max(best, 2 * p * r / (p + r))
+    return best
+
+
+def lead_of(result: dict[str, Any]) -> str:
+    """The value an answer opens with: its lead, else its first sentence without markers."""
+    if result.get("lead"):
+        return str(result["lead"])
+    text = re.sub(r"\[\d+\]", "", str(result.get("answer", "")))
+    return re.split(r"[。！？!?]", text, maxsplit=1)[0]
+
+
 def score_item(item: GoldItem, result: dict[str, Any], seconds: float) -> ItemResult:
     hits = result.get("hits", [])
     r = ItemResult(
@@ -255,6 +293,10 @@ def score_item(item: GoldItem, result: dict[str, Any], seconds: float) -> ItemRe
     if item.answerable:
         r.correct = not r.abstained and any(has_answer(r.answer, a) for a in item.answers)
         r.concise = r.correct and len(r.answer) <= CONCISE_CHARS
+        if not r.abstained:
+            lead = lead_of(result)
+            r.exact = exact_match(lead, item.answers)
+            r.f1 = char_f1(lead, item.answers)
     return r
 
 
@@ -277,6 +319,8 @@ def metrics(results: Sequence[ItemResult]) -> dict[str, float | None]:
     out["answer_accuracy"] = _rate([r.correct for r in answerable])
     out["concise_accuracy"] = _rate([r.concise for r in answerable])
     out["citation_hit"] = _rate([r.citation_hit for r in with_evidence])
+    out["lead_exact_match"] = _rate([r.exact for r in answerable])
+    out["lead_char_f1"] = sum(r.f1 for r in answerable) / len(answerable) if answerable else None
     out["abstention"] = _rate([r.abstained for r in unanswerable])
     out["false_abstention"] = _rate([r.abstained for r in answerable])
     out["latency_p50_ms"] = statistics.median(lat) if lat else None
@@ -308,36 +352,6 @@ def run_chats(backend: Backend, dialogues: Sequence[ChatDialogue], mode: str = "
             out.append(score_item(turn, result, time.perf_counter() - t0))
             messages.append({"role": "assistant", "content": result["answer"]})
     return out
-
-
-def calibrate_threshold(results: Sequence[ItemResult], max_false: float = 0.03) -> float | None:
-    """The abstain threshold that handles the most questions right, within a false-abstention budget.
-
-    Right means: an answerable question answered correctly and not abstained,
-    or an unanswerable one abstained. Among thresholds whose false-abstention
-    rate on answerable questions stays within ``max_false`` (the product
-    target), the one with the most right is chosen: a wrongly withheld answer
-    costs the user more than a cited answer they can check. Meant for dev-split
-    results produced with a threshold so low that nothing abstains.
-    """
-    answerable = [r for r in results if r.item.answerable]
-    if not answerable:
-        return None
-    candidates = sorted({r.confidence for r in results})
-    best_thr, best_right = min(candidates) - 1e-3, -1
-    for i, conf in enumerate(candidates):
-        # Midpoints between observed confidences keep the threshold off the data.
-        thr = (conf + candidates[i - 1]) / 2 if i else conf - 1e-3
-        false = sum(r.confidence < thr for r in answerable) / len(answerable)
-        if false > max_false:
-            break
-        right = sum(
-            (r.confidence >= thr and r.correct) if r.item.answerable else (r.confidence < thr)
-            for r in results
-        )
-        if right > best_right:
-            best_thr, best_right = thr, right
-    return best_thr
 
 
 # --- report -------------------------------------------------------------------
@@ -408,7 +422,7 @@ def render_report(
     runs: dict[str, list[ItemResult]],
     chat: list[ItemResult],
     settings_note: str,
-    suggestion: float | None,
+    judge_lines: Sequence[str] = (),
 ) -> str:
     names = list(runs)
     table = {name: metrics(res) for name, res in runs.items()}
@@ -432,8 +446,8 @@ def render_report(
             f"Chat: {len(chat)} turns; first-turn accuracy {_fmt(first, '')}; "
             f"**follow-up accuracy {_fmt(acc, '')}** {_target('followup_accuracy', acc)}",
         ]
-    if suggestion is not None:
-        lines += ["", f"Abstain threshold suggested by this run (most handled right with false abstention ≤ 3%): {suggestion:.4f}"]
+    if judge_lines:
+        lines += ["", "## The judge", "", *judge_lines]
     main = runs.get("hybrid") or next(iter(runs.values()))
     lines += ["", "## By type", "", *_breakdown(main, lambda r: r.item.type)]
     lines += ["", "## By file", "", *_breakdown(main, lambda r: r.item.source or "(unanswerable)")]
@@ -463,24 +477,28 @@ def run_eval_command(args: Any, settings: Settings) -> int:
     runs = {}
     for mode in modes:
         runs[mode] = run_questions(backend, items, mode, lambda x, m=mode: tqdm(x, desc=f"{m:7s}", unit="q"))
-    chat = run_chats(backend, dialogues) if dialogues else []
-    suggestion = None
-    if args.split == "dev" and isinstance(backend, LocalBackend):
-        # Calibrate on a run where nothing abstains, so every confidence is seen.
-        saved = backend.service.settings.abstain_threshold
-        backend.service.settings.abstain_threshold = -1e9
+    if isinstance(backend, LocalBackend) and not args.no_ablations:
+        # The same pipeline with the other reader, when its model is there: is it worth shipping?
+        other = "model" if settings.reader == "rules" else "rules"
         try:
-            suggestion = calibrate_threshold(run_questions(backend, items, "hybrid"))
-        finally:
-            backend.service.settings.abstain_threshold = saved
+            alt = LocalBackend(settings.model_copy(update={"reader": other}))
+        except Exception as exc:  # no trained reader or no judge for it: say so in the report
+            print(f"note: reader '{other}' not compared ({exc})")
+        else:
+            runs[f"reader={other}"] = run_questions(alt, items, "hybrid", lambda x: tqdm(x, desc=f"{other:7s}", unit="q"))
+    chat = run_chats(backend, dialogues) if dialogues else []
+    judge_lines: list[str] = []
+    if isinstance(backend, LocalBackend):
+        judge_lines = judge_report(backend, items)
     where = args.url or "in-process"
+    judge_file = backend.service.require().pipeline.judge.config.path if isinstance(backend, LocalBackend) else "server's"
     note = (
         f"{len(items)} questions ({sum(i.answerable for i in items)} answerable) from "
         f"{', '.join(map(str, gold_paths))}; {len(dialogues)} dialogues; backend: {where}; "
-        f"fusion={settings.fusion}, keyword_weight={settings.keyword_weight}, "
-        f"abstain_threshold={settings.abstain_threshold}."
+        f"fusion={settings.fusion}, keyword_weight={settings.keyword_weight}, reader={settings.reader}, "
+        f"judge={judge_file}, abstain_threshold={settings.abstain_threshold or 'the judge’s'}."
     )
-    report = render_report(args.split, runs, chat, note, suggestion)
+    report = render_report(args.split, runs, chat, note, judge_lines)
     out = args.report or Path(f"eval/reports/eval-{args.split}.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report, encoding="utf-8")
@@ -492,8 +510,147 @@ def run_eval_command(args: Any, settings: Settings) -> int:
             "split": args.split,
             "metrics": {m: metrics(r) for m, r in runs.items()},
             "followup_accuracy": _rate([r.correct for r in chat if not r.item.id.endswith(".1") and r.item.answerable]),
-            "suggested_threshold": suggestion,
+            "judge": judge_lines,
         }
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(json.dumps(payload, indent=2, ensure_ascii=False))
+    return 0
+
+
+def judge_report(backend: LocalBackend, items: Sequence[GoldItem]) -> list[str]:
+    """The judge on these questions: calibration (ECE) and separation, from a run where
+    nothing abstains (so every probability has an answer to be right or wrong), and the
+    cross-validated dev figures recorded when it was fitted."""
+    from rag import judge as J
+
+    pipeline = backend.service.require().pipeline
+    saved = pipeline.judge.config
+    pipeline.judge.config = J.JudgeConfig(saved.path, 0.0)
+    try:
+        results = run_questions(backend, items, "hybrid")
+    finally:
+        pipeline.judge.config = saved
+    probs = [r.confidence for r in results]
+    right = [r.correct for r in results]
+    answerable = [r.item.answerable for r in results]
+    model = pipeline.judge.model
+    threshold = pipeline.judge.threshold
+    lines = [
+        f"Threshold {threshold:.3f}. With nothing withheld: expected calibration error of `confidence` as "
+        f"P(answer right) **{J.expected_calibration_error(probs, right):.3f}** (10 bins; target ≤ 0.10); "
+        f"ROC AUC right vs wrong {_fmt(J.auc(probs, right), '')}, answerable vs unanswerable "
+        f"{_fmt(J.auc(probs, answerable), '')}; answers right when given {_rate(right) or 0:.3f}.",
+    ]
+    if model is not None and model.info.get("cross_validated_dev"):
+        cv = model.info["cross_validated_dev"]
+        lines.append(
+            "Cross-validated on dev when fitted (out-of-fold predictions): "
+            + ", ".join(f"{k} {_fmt(v, k) if isinstance(v, float) else v}" for k, v in cv.items())
+            + f". Fitted on: {model.info.get('fitted_on', '?')}."
+        )
+    return lines
+
+
+# --- the judge: collecting its signals on the dev split and fitting it ------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeRow:
+    id: str
+    signals: dict[str, float]
+    answerable: bool
+    correct: bool  # the answer given when nothing abstains holds a gold answer
+
+
+def collect_judge_rows(settings: Settings, items: Sequence[GoldItem], dialogues: Sequence[ChatDialogue],
+                       progress: Callable[[Iterable[Any]], Iterable[Any]] = lambda x: x) -> list[JudgeRow]:
+    """Run every question (and chat turn) through the stages with nothing abstaining,
+    and keep the judge's signals with whether the answer was right."""
+    from rag.embedding import weights_fingerprint
+    from rag.index import load_index
+    from rag.pipeline import build_pipeline, reader_settings
+    from rag.query import Turn
+    from rag.service import RagService
+    from rag.types import Verdict
+
+    service = RagService(settings)
+    service.embedder.warm_up()
+    data = load_index(settings, weights_fingerprint(service.embedder.model_path))
+    model = None
+    kind, reader_dir = reader_settings(settings)
+    if kind == "model":
+        from rag.reader_model import CrossEncoderReader
+
+        model = CrossEncoderReader(reader_dir)
+        model.warm_up()
+    pipe = build_pipeline(settings, data, service.encoder.encode_many, model)
+    rows: list[JudgeRow] = []
+
+    def one(turns: list[Turn], item: GoldItem) -> str:
+        query = pipe.queries.from_turns(turns)
+        hits = pipe.retrieve(query, pipe.answer_passages)
+        candidates = pipe.reader.read(query, hits)
+        groups = pipe.reader.pick(candidates)
+        if not groups:
+            rows.append(JudgeRow(item.id, {}, item.answerable, False))
+            return ""
+        lead = pipe.writer.lead(query, "".join(s.text for s in groups[0][0]))
+        signals = pipe.judge.signals(query, hits, candidates, groups, lead)
+        answer = pipe.writer.write(query, Verdict(True, 1.0), groups, hits)
+        correct = item.answerable and any(has_answer(answer.text, a) for a in item.answers)
+        rows.append(JudgeRow(item.id, signals, item.answerable, correct))
+        return answer.text
+
+    for item in progress(items):
+        one([Turn("user", item.question)], item)
+    for dialogue in progress(dialogues):
+        turns: list[Turn] = []
+        for turn in dialogue.turns:
+            turns.append(Turn("user", turn.question))
+            turns.append(Turn("assistant", one(list(turns), turn)))
+    return [r for r in rows if r.signals]
+
+
+def run_judge_fit_command(args: Any, settings: Settings) -> int:
+    """``rag judge fit``: fit the judge on the dev split (cross-validated) and write its file."""
+    from tqdm import tqdm
+
+    from rag import judge as J
+    from rag.pipeline import reader_settings
+
+    if args.split != "dev":
+        raise ValueError("The judge is fitted on the dev split only (the test split is for reporting).")
+    if args.out is None:
+        from rag.judge import DEFAULT_JUDGE, DEFAULT_JUDGE_MODEL_READER
+
+        args.out = DEFAULT_JUDGE_MODEL_READER if args.reader == "model" else DEFAULT_JUDGE
+    settings = settings.model_copy(update={"reader": args.reader})
+    gold = args.gold or [Path("eval/gold.jsonl")]
+    items = [i for i in load_gold(gold) if i.split == "dev"]
+    chat_path = args.chat or Path("eval/chat_gold.jsonl")
+    dialogues = [d for d in load_chat(chat_path) if d.split == "dev"] if chat_path.is_file() else []
+    rows = collect_judge_rows(settings, items, dialogues, lambda x: tqdm(x, desc="dev", unit="q"))
+    features = list(J.RULE_FEATURES) + (list(J.MODEL_FEATURES) if reader_settings(settings)[0] == "model" else [])
+    signals = [r.signals for r in rows]
+    correct = [r.correct for r in rows]
+    answerable = [r.answerable for r in rows]
+    model, probs = J.fit(signals, correct, answerable, features, max_false=args.max_false)
+    figures = J.cv_figures(probs, correct, answerable, model.threshold)
+    kind, reader_dir = reader_settings(settings)
+    info = {
+        **model.info,
+        "fitted_on": f"dev split of {', '.join(map(str, gold))} ({len(items)} questions) and {chat_path} "
+                     f"({len(dialogues)} dev dialogues)",
+        "rows": len(rows), "data_sha256": J.data_hash(signals, correct),
+        "reader": kind, "max_false_abstention": args.max_false,
+        "cross_validated_dev": figures,
+        "command": f"rag judge fit --reader {kind} --out {args.out}",
+    }
+    model = J.JudgeModel(model.features, model.mean, model.scale, model.coef, model.intercept, model.threshold, info)
+    model.save(args.out)
+    print(f"Judge written to {args.out}: threshold {model.threshold:.3f} (false abstention ≤ {args.max_false})")
+    for k, v in figures.items():
+        print(f"  {k}: {v if v is None or isinstance(v, int) else round(v, 3)}")
+    for name, c in sorted(zip(model.features, model.coef, strict=True), key=lambda t: -abs(t[1])):
+        print(f"  weight {name}: {c:+.3f}")
     return 0

@@ -7,33 +7,13 @@ reciprocal-rank. Weights are tuned on the dev split of the gold set.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from rag.config import Settings
 from rag.index import IndexData
-from rag.types import Hit
+from rag.types import Hit, Query
 
 MODES = ("hybrid", "keyword", "dense")
-
-
-@dataclass(frozen=True, slots=True)
-class Query:
-    """A question prepared for retrieval: its tokens (with weights) and its vector."""
-
-    text: str
-    tokens: tuple[str, ...]  # search-mode tokens for BM25
-    token_weights: tuple[float, ...]
-    vector: np.ndarray  # normalised, shape (dim,)
-    # Whole words with their sub-words and weights, for sentence scoring.
-    terms: tuple[tuple[str, tuple[str, ...], float], ...] = ()
-    # The current question alone (differs from ``vector`` for chat follow-ups).
-    focus_vector: np.ndarray | None = None
-
-    @property
-    def sentence_vector(self) -> np.ndarray:
-        return self.vector if self.focus_vector is None else self.focus_vector
 
 
 class Retriever:

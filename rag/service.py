@@ -9,49 +9,30 @@ requests in flight finish on the state they started with).
 from __future__ import annotations
 
 import queue
-import re
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-from rag.answer import AnswerComposer
 from rag.config import Settings
 from rag.embedding import Embedder, weights_fingerprint
 from rag.index import IndexData, IndexNotReady, index_version, load_index
-from rag.retrieval import MODES, Query, Retriever
+from rag.lang import is_follow_up
+from rag.pipeline import Pipeline, build_pipeline, reader_settings
+from rag.query import Turn
+from rag.retrieval import MODES
 from rag.types import Answer, Hit
 
-ROLES = ("user", "assistant")
-_MARKER = re.compile(r"\[\d+\]")
-# Pronouns, demonstratives and elliptical endings that make a turn lean on the
-# previous one. Generic Chinese grammar, not tied to any question.
-_FOLLOW_UP = re.compile(
-    r"它|他们|她们|他的|她的|其中|该[地区市县镇园企公平项]|这个|那个|这里|那里|这些|那些|这家|那家|此[处地外]|上述|前者|后者"
-    r"|^(那|那么|还有|另外|此外|同时|以及|并且)|呢[？?。\s]*$"
-)
-_CJK = re.compile(r"[\u4e00-\u9fff]")
-
-
-@dataclass(frozen=True, slots=True)
-class Turn:
-    role: str
-    content: str
-
-
-def is_follow_up(question: str) -> bool:
-    """Does this turn need the previous turns to be understood?"""
-    return bool(_FOLLOW_UP.search(question)) or len(_CJK.findall(question)) <= 6
+__all__ = ["RagService", "Turn", "answer_to_dict", "hit_to_dict", "is_follow_up"]
 
 
 @dataclass(frozen=True)
 class _State:
     data: IndexData
-    retriever: Retriever
-    composer: AnswerComposer
+    pipeline: Pipeline
     version: str | None
 
 
@@ -118,6 +99,7 @@ class RagService:
         self._reload_lock = threading.Lock()
         self._failed_version: str | None = None  # a build that failed to load; retried when the link moves
         self.error: str | None = None
+        self.sentence_model: Any = None  # the trained reader (RAG_READER=model), loaded by warm_up
         # Optional LLM writer (RAG_LLM_BASE_URL); the extractive answer is its fallback.
         self.generator = None
         if settings.llm_base_url:
@@ -135,6 +117,13 @@ class RagService:
         """
         self.embedder.warm_up()
         self._model_fp = weights_fingerprint(self.embedder.model_path)
+        kind, reader_dir = reader_settings(self.settings)
+        if kind == "model" and self.sentence_model is None:
+            from rag.reader_model import CrossEncoderReader
+
+            model = CrossEncoderReader(reader_dir)
+            model.warm_up()
+            self.sentence_model = model
         self.reload(force=True)
         if self._state is not None:
             self.encoder.encode("预热")  # first forward pass allocates; keep it out of requests
@@ -160,7 +149,9 @@ class RagService:
                 self.error = str(exc)
                 self._failed_version = version
                 return False
-            self._state = _State(data, Retriever(data, self.settings), AnswerComposer(data, self.settings), version)
+            pipeline = build_pipeline(self.settings, data, self.encoder.encode_many, self.sentence_model)
+            pipeline.warm_up()
+            self._state = _State(data, pipeline, version)
             self.error = None
             self._failed_version = None
             return True
@@ -187,31 +178,6 @@ class RagService:
 
     # --- queries ----------------------------------------------------------
 
-    # Earlier turns steer retrieval, but the sentence that answers must match
-    # the current question: context words count this much in sentence scoring.
-    CONTEXT_TERM_WEIGHT = 0.2
-    ANSWER_PASSAGES = 5
-
-    def _query(self, state: _State, text: str, context: Sequence[tuple[str, float]] = ()) -> Query:
-        tok = state.data.tokenizer
-        tokens: list[str] = []
-        weights: list[float] = []
-        terms: dict[str, tuple[str, tuple[str, ...], float]] = {}
-        for n, (piece, weight) in enumerate([(text, 1.0), *context]):
-            for t in tok.tokenize(piece):
-                tokens.append(t)
-                weights.append(weight)
-            for word, subs in tok.terms(piece):
-                if word not in terms:
-                    terms[word] = (word, subs, 1.0 if n == 0 else self.CONTEXT_TERM_WEIGHT * weight)
-        if context:
-            # Follow-ups retrieve with the earlier question they lean on; sentences
-            # are scored against the current question alone.
-            combined, focus = self.encoder.encode_many([f"{context[0][0]} {text}", text])
-        else:
-            combined = focus = self.encoder.encode(text)
-        return Query(text, tuple(tokens), tuple(weights), combined, tuple(terms.values()), focus)
-
     def _top_k(self, top_k: int | None) -> int:
         k = top_k or self.settings.default_top_k
         if not 1 <= k <= self.settings.max_top_k:
@@ -219,69 +185,31 @@ class RagService:
         return k
 
     def search(self, query: str, top_k: int | None = None, mode: str = "hybrid") -> list[Hit]:
+        if mode not in MODES:
+            raise ValueError(f"Unknown retrieval mode '{mode}'. Choose one of {list(MODES)}")
         state = self.require()
-        return state.retriever.retrieve(self._query(state, query), self._top_k(top_k), mode)
+        return state.pipeline.retrieve(state.pipeline.queries.build(query), self._top_k(top_k), mode)
 
-    def ask(
-        self,
-        question: str,
-        top_k: int | None = None,
-        mode: str = "hybrid",
-        context: Sequence[tuple[str, float]] = (),
-    ) -> Answer:
-        """Answer one question. ``context`` is earlier text with token weights (follow-ups)."""
+    def ask(self, question: str, top_k: int | None = None, mode: str = "hybrid") -> Answer:
+        """Answer one question on its own."""
+        return self.chat([Turn("user", question)], top_k, mode)
+
+    def chat(self, turns: Sequence[Turn], top_k: int | None = None, mode: str = "hybrid") -> Answer:
+        """Answer the last user turn; a follow-up is rewritten from the earlier turns first.
+
+        Raises:
+            ValueError: no turns, an unknown role, the last turn is not the user's, a bad top_k or mode.
+        """
         if mode not in MODES:
             raise ValueError(f"Unknown retrieval mode '{mode}'. Choose one of {list(MODES)}")
         state = self.require()
         k = self._top_k(top_k)
-        query = self._query(state, question, context)
-        hits = state.retriever.retrieve(query, max(k, self.ANSWER_PASSAGES), mode)
-        # The answer comes from the best few passages whatever top_k the caller wants back.
-        answer = state.composer.compose(question, query, hits[: self.ANSWER_PASSAGES])
-        # The composer returns its passages with the cited ones first.
-        hits = [*answer.hits, *hits[len(answer.hits) :]]
-        if self.generator is not None:
-            # The LLM sees the earlier turn a follow-up leans on.
-            asked = f"（上文：{context[0][0]}）{question}" if context else question
-            answer = self.generator.generate(asked, hits[:k], answer)
-        answer = replace(answer, hits=tuple(hits[:k]))
+        query = state.pipeline.queries.from_turns(turns)
+        answer = state.pipeline.answer(query, k, mode)
+        if self.generator is not None and not answer.abstained:
+            # The judge decided to answer; the LLM writes the answer from the passages.
+            answer = self.generator.generate(query.text, list(answer.hits), answer)
         return answer
-
-    def chat(self, turns: Sequence[Turn], top_k: int | None = None, mode: str = "hybrid") -> Answer:
-        """Answer the last user turn, resolving a follow-up from the earlier turns.
-
-        Raises:
-            ValueError: no turns, an unknown role, or the last turn is not the user's.
-        """
-        if not turns:
-            raise ValueError("messages must hold at least one turn")
-        for t in turns:
-            if t.role not in ROLES:
-                raise ValueError(f"Unknown role '{t.role}'. Choose one of {list(ROLES)}")
-        if turns[-1].role != "user":
-            raise ValueError("the last message must be a user turn")
-        question = turns[-1].content.strip()
-        context = self.follow_up_context(turns)
-        return self.ask(question, top_k, mode, context)
-
-    @staticmethod
-    def follow_up_context(turns: Sequence[Turn]) -> list[tuple[str, float]]:
-        """Earlier text a follow-up leans on: the previous question and the answer to it."""
-        question = turns[-1].content.strip()
-        if not is_follow_up(question):
-            return []
-        users = [i for i, t in enumerate(turns[:-1]) if t.role == "user"]
-        if not users:
-            return []
-        last = users[-1]
-        context = [(turns[last].content.strip(), 0.6)]
-        # A first question that was itself a follow-up brings its own subject along.
-        if is_follow_up(turns[last].content) and len(users) >= 2:
-            context[0] = (turns[users[-2]].content.strip() + " " + context[0][0], 0.6)
-        answer = next((t.content for t in turns[last + 1 : -1] if t.role == "assistant"), "")
-        if answer:
-            context.append((_MARKER.sub("", answer)[:120], 0.3))
-        return context
 
 
 def hit_to_dict(hit: Hit) -> dict[str, Any]:
@@ -299,6 +227,8 @@ def answer_to_dict(answer: Answer) -> dict[str, Any]:
         "abstained": answer.abstained,
         "confidence": round(answer.confidence, 4),
         "question": answer.question,
+        "rewritten": answer.rewritten,
+        "lead": answer.lead,
         "citations": [asdict(c) for c in answer.citations],
         "hits": [hit_to_dict(h) for h in answer.hits],
         "note": answer.note,

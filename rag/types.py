@@ -7,7 +7,10 @@ the corpus file, inclusive.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +95,53 @@ class Hit:
 
 
 @dataclass(frozen=True, slots=True)
+class Query:
+    """A question prepared by the query builder: tokens (with weights) and vectors.
+
+    ``text`` is what retrieval and matching read: normalised and, for a chat
+    follow-up, rewritten into a standalone question; ``asked`` is the user's own text.
+    """
+
+    text: str
+    tokens: tuple[str, ...]  # search-mode tokens for BM25
+    token_weights: tuple[float, ...]
+    vector: np.ndarray  # normalised, shape (dim,)
+    # Whole words with their sub-words and weights, for sentence scoring.
+    terms: tuple[tuple[str, tuple[str, ...], float], ...] = ()
+    # The current question alone (differs from ``vector`` when earlier turns steer retrieval).
+    focus_vector: np.ndarray | None = None
+    asked: str = ""  # the user's text, for display; empty means ``text``
+    rewritten: bool = False  # ``text`` is a follow-up rewritten from the history
+
+    @property
+    def sentence_vector(self) -> np.ndarray:
+        return self.vector if self.focus_vector is None else self.focus_vector
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A sentence the reader scored as a possible answer, with what the judge reads of it."""
+
+    sentence: Sentence
+    hit: Hit
+    score: float  # the reader's ranking score
+    coverage: float  # idf-weighted share of the question's words in the sentence (and its context)
+    dense: float  # similarity to the question
+    context_dense: float  # similarity to the question with its chat context
+    model_score: float | None = None  # the trained reader's probability, when one runs
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The judge's decision: answer or abstain, with P(the answer is right)."""
+
+    answer: bool
+    probability: float
+    features: Mapping[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Citation:
     """A cited sentence (or passage) with its place in the cleaned document."""
 
@@ -115,5 +165,7 @@ class Answer:
     citations: tuple[Citation, ...]
     hits: tuple[Hit, ...]
     confidence: float
-    question: str  # the question actually answered (after follow-up resolution)
+    question: str  # the question actually answered (after follow-up rewriting)
     note: str = ""
+    lead: str = ""  # the value or name asked for, when the cited sentence states it
+    rewritten: bool = False  # ``question`` was rewritten from the chat history

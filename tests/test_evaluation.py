@@ -12,14 +12,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from rag.evaluation import (
     GoldItem,
-    ItemResult,
-    calibrate_threshold,
+    char_f1,
     cites_evidence,
+    exact_match,
     metrics,
     score_item,
 )
+from rag.judge import auc, choose_threshold, expected_calibration_error
 
 RAG = str(Path(sys.executable).with_name("rag"))
 
@@ -77,19 +80,30 @@ def test_metrics_count_abstention_on_both_sides():
     assert m["abstention"] == 0.5
 
 
-def test_calibrated_threshold_respects_the_false_abstention_budget():
-    def r(answerable: bool, correct: bool, conf: float) -> ItemResult:
-        res = ItemResult(item() if answerable else item(answers=()), "", False, conf, [], [], [], 0.0)
-        res.correct = correct
-        return res
+def test_threshold_respects_the_false_abstention_budget():
+    # 50 answerable at 0.50..0.99; 4 unanswerable at 0.1-0.4.
+    probs = [0.5 + i / 100 for i in range(50)] + [0.1, 0.2, 0.3, 0.4]
+    answerable = [True] * 50 + [False] * 4
+    thr = choose_threshold(probs, answerable, 0.0)
+    assert 0.4 < thr <= 0.5  # declines all four, withholds no answer
+    # A 4% budget lets two of the fifty fall below.
+    thr = choose_threshold(probs, answerable, 0.04)
+    assert 0.51 < thr <= 0.52
+    assert sum(p < thr for p, a in zip(probs, answerable, strict=True) if a) == 2
 
-    # 40 answerable, all right, confidences 1.0..1.39; 4 unanswerable at 0.5-0.8.
-    results = [r(True, True, 1.0 + i / 100) for i in range(40)] + [r(False, False, c) for c in (0.5, 0.6, 0.7, 0.8)]
-    thr = calibrate_threshold(results)
-    assert 0.8 < thr <= 1.0  # abstains on all four, withholds no right answer
-    # One unanswerable above every answerable: reaching it would withhold every answer.
-    results.append(r(False, False, 2.0))
-    assert calibrate_threshold(results) <= 1.0
+
+def test_calibration_error_and_auc():
+    assert expected_calibration_error([0.9] * 10, [True] * 9 + [False]) == pytest.approx(0.0)
+    assert expected_calibration_error([0.9] * 10, [False] * 10) == pytest.approx(0.9)
+    assert auc([0.9, 0.8, 0.1], [True, True, False]) == 1.0
+    assert auc([0.1, 0.9], [True, False]) == 0.0
+
+
+def test_exact_match_and_char_f1_follow_cmrc():
+    assert exact_match("江东芯谷", ["江东芯谷"]) and exact_match("１.４千克。", ["1.4千克"])
+    assert not exact_match("江东芯谷产业园", ["江东芯谷"])
+    assert char_f1("江东芯谷产业园", ["江东芯谷"]) == pytest.approx(2 * (4 / 7) * 1 / (4 / 7 + 1))
+    assert char_f1("无关", ["江东芯谷"]) == 0.0
 
 
 def test_rag_eval_against_a_real_server(base_url, tmp_path):

@@ -1,0 +1,339 @@
+"""The judge stage: the one place that decides to answer or abstain.
+
+Owns the signals read for that decision (the reader's scores and margins,
+retrieval scores and gaps, the value, year and place checks, the trained
+reader's probability when one runs), the small logistic model over them that
+turns them into P(the answer is right), its file (``models/judge.json``:
+weights, threshold, what it was fitted on, cross-validated figures) and its
+fitting (``rag judge fit``, on the dev split only, with cross-validation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rag import lang
+from rag.text import match_key, normalize_width
+from rag.types import Candidate, Hit, Query, Sentence, Verdict
+
+if TYPE_CHECKING:
+    from rag.index import IndexData
+
+JUDGE_FORMAT = 1
+DEFAULT_JUDGE = Path(__file__).resolve().parent.parent / "models" / "judge.json"
+DEFAULT_JUDGE_MODEL_READER = DEFAULT_JUDGE.with_name("judge-reader.json")  # for RAG_READER=model
+# Signals from the rules alone; the trained reader adds MODEL_FEATURES.
+RULE_FEATURES = (
+    "confidence_rules", "best_score", "margin", "best_dense", "best_coverage", "value_miss", "asks_value",
+    "year_conflict", "unknown_place", "top_hit", "hit_gap", "keyword_top", "dense_top",
+    "asks_entity", "has_lead",
+)
+MODEL_FEATURES = ("model_best", "model_max")
+
+
+class JudgeError(RuntimeError):
+    """The judge's model file is missing, damaged or does not fit the pipeline."""
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeModel:
+    """A fitted logistic model: standardised features -> P(answer right)."""
+
+    features: tuple[str, ...]
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    coef: tuple[float, ...]
+    intercept: float
+    threshold: float
+    info: dict[str, Any]
+
+    def probability(self, values: dict[str, float]) -> float:
+        z = self.intercept
+        for name, m, s, c in zip(self.features, self.mean, self.scale, self.coef, strict=True):
+            z += c * (values[name] - m) / s
+        return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+
+    @classmethod
+    def load(cls, path: Path) -> JudgeModel:
+        """Read a judge file.
+
+        Raises:
+            JudgeError: missing, unreadable or of another format; the message says how to rebuild it.
+        """
+        fix = f"Run `rag judge fit --out {path}` to fit it again on the dev split."
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise JudgeError(f"Judge model not found: {path}. {fix}") from exc
+        except (OSError, ValueError) as exc:
+            raise JudgeError(f"Judge model {path} cannot be read ({exc}). {fix}") from exc
+        if raw.get("format") != JUDGE_FORMAT:
+            raise JudgeError(f"Judge model {path} has format {raw.get('format')!r}, expected {JUDGE_FORMAT}. {fix}")
+        try:
+            features = tuple(raw["features"])
+            unknown = set(features) - set(RULE_FEATURES) - set(MODEL_FEATURES)
+            if unknown:
+                raise JudgeError(f"Judge model {path} reads unknown signals {sorted(unknown)}. {fix}")
+            model = cls(features, tuple(raw["mean"]), tuple(raw["scale"]), tuple(raw["coef"]),
+                        float(raw["intercept"]), float(raw["threshold"]), dict(raw.get("info", {})))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise JudgeError(f"Judge model {path} is damaged ({exc}). {fix}") from exc
+        if not len(model.features) == len(model.mean) == len(model.scale) == len(model.coef):
+            raise JudgeError(f"Judge model {path} is damaged (lengths differ). {fix}")
+        return model
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "format": JUDGE_FORMAT, "features": list(self.features), "mean": list(self.mean),
+            "scale": list(self.scale), "coef": list(self.coef), "intercept": self.intercept,
+            "threshold": self.threshold, "info": self.info,
+        }
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.replace(path)
+
+    @property
+    def needs_model(self) -> bool:
+        return any(f in MODEL_FEATURES for f in self.features)
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeConfig:
+    """Where the judge's model lives, and an optional threshold override (None: the fitted one)."""
+
+    path: Path = DEFAULT_JUDGE
+    threshold: float | None = None
+
+
+class Judge:
+    """Decides to answer or abstain. Light ``__init__``; :meth:`warm_up` reads the model file."""
+
+    def __init__(self, data: IndexData, config: JudgeConfig | None = None) -> None:
+        self.data = data
+        self.config = config or JudgeConfig()
+        self.model: JudgeModel | None = None
+        self._corpus_key = "\n".join(match_key(d.text) for d in data.documents.values())
+
+    def warm_up(self) -> None:
+        if self.model is None:
+            self.model = JudgeModel.load(self.config.path)
+        self.data.tokenizer.place_like("")  # load jieba's proper-noun list now, not in the first request
+
+    @property
+    def threshold(self) -> float:
+        if self.config.threshold is not None:
+            return self.config.threshold
+        if self.model is None:
+            self.warm_up()
+        assert self.model is not None
+        return self.model.threshold
+
+    def judge(
+        self, query: Query, hits: Sequence[Hit], candidates: Sequence[Candidate],
+        chosen: Sequence[tuple[Sequence[Sentence], Candidate]], lead: str | None = None,
+    ) -> Verdict:
+        """P(the answer built from ``chosen`` is right), and whether to give it.
+
+        ``lead`` is the value or name the writer found for the question in the cited
+        sentence (None when it found none): a sentence that states what was asked.
+        """
+        if not candidates or not chosen:
+            return Verdict(False, 0.0, {}, "nothing retrieved")
+        if self.model is None:
+            self.warm_up()
+        assert self.model is not None
+        values = self.signals(query, hits, candidates, chosen, lead)
+        missing = [f for f in self.model.features if f not in values]
+        if missing:
+            raise JudgeError(
+                f"The judge model {self.config.path} reads {missing}, which this pipeline does not compute: "
+                "set RAG_READER=model, or fit a judge for the rules reader with `rag judge fit`."
+            )
+        p = self.model.probability(values)
+        answer = p >= self.threshold
+        reason = "" if answer else self._reason(values)
+        return Verdict(answer, p, values, reason)
+
+    @staticmethod
+    def _reason(values: dict[str, float]) -> str:
+        if values.get("unknown_place"):
+            return "the place asked about is not in the sources"
+        if values.get("value_miss"):
+            return "the closest sentence states no value of the kind asked for"
+        if values.get("year_conflict"):
+            return "the closest sentence is about another year"
+        return "no sentence answers the question with enough confidence"
+
+    def signals(
+        self, query: Query, hits: Sequence[Hit], candidates: Sequence[Candidate],
+        chosen: Sequence[tuple[Sequence[Sentence], Candidate]], lead: str | None = None,
+    ) -> dict[str, float]:
+        """Every signal the judge can read, by name."""
+        best = candidates[0]
+        used = {s.sent_id for group, _ in chosen for s in group}
+        rest = next((c.score for c in candidates if c.sentence.sent_id not in used), 0.0)
+        margin = best.score - rest
+        best_text = "".join(s.text for s in chosen[0][0])
+        check = lang.value_check(query.text)
+        out = {
+            # The score the rules thresholded before the judge existed.
+            "confidence_rules": max(best.dense, best.context_dense) + margin,
+            "best_score": best.score,
+            "margin": margin,
+            "best_dense": max(best.dense, best.context_dense),
+            "best_coverage": best.coverage,
+            "value_miss": float(lang.lacks_value(check, best_text)),
+            "asks_value": float(check is not None),
+            "year_conflict": float(lang.year_conflict(query.text, best_text)),
+            "unknown_place": float(self.unknown_place(query) is not None),
+            "top_hit": hits[0].score if hits else 0.0,
+            "hit_gap": hits[0].score - hits[1].score if len(hits) > 1 else hits[0].score if hits else 0.0,
+            "keyword_top": float(best.hit.keyword_rank == 1),
+            "dense_top": float(best.hit.dense_rank == 1),
+            "asks_entity": float(check is None and bool(lang.ASKS_ENTITY.search(query.text))),
+            "has_lead": float(bool(lead)),
+        }
+        scored = [c.model_score for c in candidates if c.model_score is not None]
+        if scored:
+            out["model_best"] = best.model_score if best.model_score is not None else 0.0
+            out["model_max"] = max(scored)
+        return out
+
+    def unknown_place(self, query: Query) -> str | None:
+        """A county or development zone the question names that the sources never mention, if any.
+
+        The name must be one of the question's own words and a place by jieba's
+        dictionary (or a word it does not know) right before 县 or a zone suffix:
+        "某某县", "某某经济技术开发区". Common words before a suffix (a verb before
+        开发区, 贫困县, 各市县) name none.
+        """
+        tok = self.data.tokenizer
+        words = [w for w, _, weight in query.terms if weight >= 1.0]
+        text = normalize_width(query.text).lower()
+        zones = [m.start() for m in lang.ZONE.finditer(text)]
+        for word in words:
+            if len(word) > 1 and word.endswith(lang.COUNTY) and tok.place_like(word):
+                name = word[:-1]
+            elif len(word) >= 2 and any(text.endswith(word, 0, start) for start in zones):
+                name = word
+            else:
+                continue
+            if len(name) >= 2 and tok.place_like(name) and match_key(name) not in self._corpus_key:
+                return name
+        return None
+
+
+# --- fitting (rag judge fit) ---------------------------------------------------------------
+
+
+def choose_threshold(probs: Sequence[float], answerable: Sequence[bool], max_false: float) -> float:
+    """The highest threshold that declines at most ``max_false`` of the answerable questions.
+
+    A higher threshold declines more unanswerable questions; the false-abstention
+    budget (answerable questions declined) is what bounds it.
+    """
+    ans = sorted(p for p, a in zip(probs, answerable, strict=True) if a)
+    if not ans:
+        return 0.5
+    allowed = int(max_false * len(ans) + 1e-9)  # answerable questions that may fall below
+    if allowed >= len(ans):
+        return 1.0
+    keep = ans[allowed]  # the lowest answerable probability still answered
+    # Midway to the next probability below it, so the threshold stays off the data.
+    below = [p for p in probs if p < keep]
+    return (max(below) + keep) / 2 if below else keep / 2
+
+
+def expected_calibration_error(probs: Sequence[float], labels: Sequence[bool], bins: int = 10) -> float:
+    """ECE: the mean gap between confidence and accuracy over equal-width bins, weighted by size."""
+    if not probs:
+        return 0.0
+    total = 0.0
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        idx = [i for i, p in enumerate(probs) if lo <= p < hi or (b == bins - 1 and p == 1.0)]
+        if idx:
+            conf = sum(probs[i] for i in idx) / len(idx)
+            acc = sum(labels[i] for i in idx) / len(idx)
+            total += len(idx) * abs(conf - acc)
+    return total / len(probs)
+
+
+def auc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
+    pos = [s for s, y in zip(scores, labels, strict=True) if y]
+    neg = [s for s, y in zip(scores, labels, strict=True) if not y]
+    if not pos or not neg:
+        return None
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def fit(
+    rows: Sequence[dict[str, float]], correct: Sequence[bool], answerable: Sequence[bool],
+    features: Sequence[str], max_false: float = 0.04, folds: int = 5, seed: int = 0,
+) -> tuple[JudgeModel, list[float]]:
+    """Fit the logistic judge; returns it and its out-of-fold probabilities.
+
+    The regularisation strength is chosen by cross-validated log-loss, and the
+    threshold on the out-of-fold probabilities (so on predictions for questions
+    the fold's model did not see), for false abstention ≤ ``max_false``.
+    """
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+    from sklearn.model_selection import StratifiedKFold
+
+    x = np.array([[r[f] for f in features] for r in rows], dtype=np.float64)
+    y = np.array(correct, dtype=int)
+    if len(set(y)) < 2:
+        raise ValueError("The judge needs both right and wrong answers to learn from; the dev run has only one kind.")
+
+    def oof(c: float) -> np.ndarray:
+        out = np.zeros(len(y))
+        # Repeated with shuffled folds: the dev split is small.
+        for rep in range(3):
+            skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed + rep)
+            for train, test in skf.split(x, y):
+                mean, scale = x[train].mean(0), x[train].std(0) + 1e-9
+                m = LogisticRegression(C=c, max_iter=2000).fit((x[train] - mean) / scale, y[train])
+                out[test] += m.predict_proba((x[test] - mean) / scale)[:, 1] / 3
+        return out
+
+    grid = (0.03, 0.1, 0.3, 1.0, 3.0)
+    losses = {c: log_loss(y, np.clip(oof(c), 1e-6, 1 - 1e-6)) for c in grid}
+    c_best = min(losses, key=losses.__getitem__)
+    probs = oof(c_best).tolist()
+    threshold = choose_threshold(probs, answerable, max_false)
+    mean, scale = x.mean(0), x.std(0) + 1e-9
+    final = LogisticRegression(C=c_best, max_iter=2000).fit((x - mean) / scale, y)
+    model = JudgeModel(
+        tuple(features), tuple(mean.tolist()), tuple(scale.tolist()), tuple(final.coef_[0].tolist()),
+        float(final.intercept_[0]), float(threshold), {"C": c_best, "cv_log_loss": losses},
+    )
+    return model, probs
+
+
+def cv_figures(probs: Sequence[float], correct: Sequence[bool], answerable: Sequence[bool], threshold: float) -> dict[str, float | None]:
+    """What the cross-validated dev predictions say about the judge at its threshold."""
+    ans = [p for p, a in zip(probs, answerable, strict=True) if a]
+    un = [p for p, a in zip(probs, answerable, strict=True) if not a]
+    return {
+        "questions": len(probs),
+        "abstention": sum(p < threshold for p in un) / len(un) if un else None,
+        "false_abstention": sum(p < threshold for p in ans) / len(ans) if ans else None,
+        "auc_answerable_vs_not": auc(list(probs), list(answerable)),
+        "auc_right_vs_wrong": auc(list(probs), list(correct)),
+        "ece": expected_calibration_error(list(probs), list(correct)),
+    }
+
+
+def data_hash(rows: Sequence[dict[str, float]], correct: Sequence[bool]) -> str:
+    blob = json.dumps([rows, list(correct)], sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,130 @@
+"""Language rules of the answer path, as named tables in one place.
+
+Owns the generic Chinese grammar the stages rely on: what kind of value a
+question asks for (number in a unit, date, ordinal, reason, name), what a
+sentence states, which words make a turn lean on the previous one, and the
+year and place patterns the judge reads as features. Nothing here names a
+particular article or question.
+"""
+
+from __future__ import annotations
+
+import re
+
+from rag.text import normalize_width
+
+NOT_FOUND = "资料中没有找到这个问题的答案。"
+
+# What kind of fact a question asks for, from its interrogative word.
+ASKS_NUMBER = re.compile(r"多少|几[个家项年座所次位名倍成亿万千百十天秒分种条款台辆人%]|多大|多长|多高|多远|多久|比例|比重|百分之|占比|第几")
+ASKS_DATE = re.compile(r"何时|什么时候|哪一?年|哪一?天|哪个月|几月|几号|哪日|日期")
+ASKS_REASON = re.compile(r"为什么|为何|原因|何以|怎么会")
+ASKS_NAME = re.compile(r"叫什么|什么名|名称|称为什么|称作什么|简称")
+# Questions answered by a name: which one, who, what is it called.
+ASKS_ENTITY = re.compile(r"哪[个家所座位款项类些里]|哪一[个家所座位款项类]|谁|什么(?:企业|公司|平台|项目|产业|名字|机构|园区|地方|产品|技术)|叫什么|名称|简称")
+HAS_NAME = re.compile(r"“[^”]{2,20}”|《[^》]{2,30}》|「[^」]{2,20}」")
+NUMERALS = "0-9一二三四五六七八九十百千万亿两半"
+HAS_DATE = re.compile(r"\d{4}\s*年|\d{1,2}\s*月|\d{1,2}\s*日|今年|去年|明年|年底|年初|上半年|下半年|季度")
+HAS_REASON = re.compile(r"因为|由于|原因|为了|所以|因此|从而|得益于|导致|使得|以便")
+# A sentence that opens with a pronoun needs the sentence before it to name its subject.
+ANAPHOR = re.compile(r"^[^，,。]{0,6}[，,]?[“\"]?(她|他|它|其[^他中次余实]|该[^地区市县]|这[里家位些]|那[里家位些]|此处)")
+UNITS = (
+    "万亿元|亿美元|万美元|亿元|万元|元|平方公里|平方米|万平方米|立方米|公里|千米|米|亩|万人次|人次|万人|人|名|家|个|项|"
+    "%|倍|天|小时|分钟|秒|吨|辆|台|套|所|座|栋|条|款|批|届|位|成"
+)
+DATE_VALUE = re.compile(r"\d{4}年(?:\d{1,2}月)?(?:\d{1,2}日)?|\d{1,2}月\d{1,2}日|\d{1,2}月")
+NUMBER_VALUE = re.compile(
+    rf"(?:约|近|超|超过|逾|达|共)?(?:\d+(?:\.\d+)?|[一二三四五六七八九十两百千万]+)(?:多|余)?(?:万亿|亿|万|千)?(?:{UNITS})(?:以上|左右|多)?"
+    r"|\d+(?:\.\d+)?%"
+)
+# Units of measure an answer must repeat ("多少平方公里" is not answered by "27家").
+# Counting words (家, 个, 名, 人, 项 ...) are left out: answers swap them freely
+# ("几个平台" / "五大平台"), so those questions only need some quantity.
+MEASURES = (
+    "万亿元|亿美元|万美元|亿元|万元|美元|元|平方公里|平方千米|万平方米|平方米|立方米|公里|千米|米(?![面粮饭])|亩|吨|"
+    "%|倍|成(?![员本果立为功交绩])|天(?![然津下数])|小时|分钟|秒"
+)
+SAME_UNIT = {"公里": "公里|千米", "千米": "公里|千米", "平方公里": "平方公里|平方千米", "平方千米": "平方公里|平方千米",
+             "成": "成|%"}
+# The unit a 多少/几 question asks its number in; ordinals (第几) ask none. A Latin unit
+# ("多少PFlops") stands alone: letters run into Chinese are a name ("多少AI企业").
+ASKED_UNIT = re.compile(
+    r"(?<!第)(?:多少|几)\s*(?:万亿|亿|万|千|百)?\s*("
+    + "|".join(sorted(MEASURES.split("|"), key=len, reverse=True))
+    + r"|[A-Za-z]+(?=[的左\s，。？！、,.?!)）]|$))"
+)
+# Years the question or answer names ("2021年度", "2023—2025年": every year of a range).
+YEARS = re.compile(r"(?<!\d)((?:19|20)\d{2})(?:\s*[-—–~至到]\s*((?:19|20)\d{2}))?(?=\s*年)")
+# A development zone is named by what precedes its generic suffix ("某某经济技术开发区").
+ZONE = re.compile(r"(?:国家级)?(?:高新技术产业开发区|经济技术开发区|经济开发区|综合保税区|综保区|经开区|开发区|高新区)")
+# Only a county is used among administrative suffixes: 市, 镇 and 乡 end too many common
+# words (城市, 上市, 大都市, 各市, 鱼米之乡).
+COUNTY = "县"
+ORDINAL = re.compile(rf"第\s*[\d{NUMERALS}]+")
+CLAUSE = re.compile(r"[^，,；;：:。！？!?]+[，,；;：:。！？!?]*")
+TERMINAL = tuple("。！？!?；;…”\"）)")
+MARKER = re.compile(r"\[\d+\]")
+
+# Pronouns and demonstratives that stand for the subject of the previous turn.
+PRONOUN = re.compile(
+    r"它们|它的|它|他们|她们|该(?:公司|企业|平台|园区|项目|区|地|市|县|镇|园|集团|基地|中心)|这家(?:公司|企业)?|那家(?:公司|企业)?"
+    r"|这个(?:平台|园区|项目|地方)?|那个(?:平台|园区|项目|地方)?|其(?=[^他中次余实])|此地|那里|这里"
+)
+# Pronouns, demonstratives and elliptical endings that make a turn lean on the previous one.
+FOLLOW_UP = re.compile(
+    r"它|他们|她们|他的|她的|其中|该[地区市县镇园企公平项]|这个|那个|这里|那里|这些|那些|这家|那家|此[处地外]|上述|前者|后者"
+    r"|^(那|那么|还有|另外|此外|同时|以及|并且)|呢[？?。\s]*$"
+)
+# Openers and closers an elliptical follow-up wraps its new piece in ("那省级的呢？").
+ELLIPSIS_EDGES = re.compile(r"^(?:那么|那|还有|另外|此外|同时|以及|并且)[，,]?|的?呢?[？?。！!\s]*$")
+CJK_CHAR = re.compile(r"[\u4e00-\u9fff]")
+
+
+def value_check(question: str) -> tuple[re.Pattern[str], bool] | None:
+    """What an answer must contain to state the kind of value the question asks for.
+
+    A number in the unit of measure asked ("多少平方公里" needs "…平方公里"; 几成
+    also takes a percentage), else a date (何时/哪一年), else an ordinal (第几),
+    else a quantity that is not a date (多少/几). Returns the pattern and whether
+    dates are removed before matching, or None when the question asks for no value.
+    """
+    asked = ASKED_UNIT.search(question)
+    if asked:
+        unit = SAME_UNIT.get(asked.group(1)) or re.escape(asked.group(1))
+        return re.compile(rf"[\d{NUMERALS}]\s*(?:多|余)?\s*(?:万亿|亿|万|千)?\s*(?:{unit})", re.IGNORECASE), False
+    if ASKS_DATE.search(question):
+        return HAS_DATE, False
+    if "第几" in question:
+        return ORDINAL, False
+    if ASKS_NUMBER.search(question):
+        return NUMBER_VALUE, True
+    return None
+
+
+def lacks_value(check: tuple[re.Pattern[str], bool] | None, text: str) -> bool:
+    """True when ``text`` does not state the value :func:`value_check` asks for."""
+    if check is None:
+        return False
+    pattern, strip_dates = check
+    return not pattern.search(DATE_VALUE.sub("", text) if strip_dates else text)
+
+
+def years(text: str) -> set[int]:
+    """Every year ``text`` names, ranges expanded (at most 20 years each)."""
+    out: set[int] = set()
+    for first, last in YEARS.findall(normalize_width(text)):
+        lo = int(first)
+        hi = int(last) if last and int(last) >= lo else lo
+        out.update(range(lo, min(hi, lo + 20) + 1))
+    return out
+
+
+def year_conflict(question: str, answer: str) -> bool:
+    """The question names a year; the answer names others but not it."""
+    asked, stated = years(question), years(answer)
+    return bool(asked) and bool(stated) and not asked & stated
+
+
+def is_follow_up(question: str) -> bool:
+    """Does this turn need the previous turns to be understood?"""
+    return bool(FOLLOW_UP.search(question)) or len(CJK_CHAR.findall(question)) <= 6

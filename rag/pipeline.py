@@ -1,0 +1,92 @@
+"""The answer path as a row of stages, wired from the settings.
+
+query building -> retrieval and fusion -> reader -> judge -> writer. Each stage
+takes its own small config; :func:`build_pipeline` turns the one ``Settings``
+into those configs, so no stage reads ``Settings`` itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from rag.judge import DEFAULT_JUDGE, DEFAULT_JUDGE_MODEL_READER, Judge, JudgeConfig
+from rag.query import QueryBuilder, QueryConfig, Turn
+from rag.reader import Reader, ReaderConfig
+from rag.retrieval import MODES, Retriever
+from rag.types import Answer, Hit, Query
+from rag.writer import ExtractiveWriter, WriterConfig
+
+if TYPE_CHECKING:
+    from rag.config import Settings
+    from rag.index import IndexData
+
+READERS = ("rules", "model")
+
+
+@dataclass
+class Pipeline:
+    """The stages over one loaded index."""
+
+    queries: QueryBuilder
+    retriever: Retriever
+    reader: Reader
+    judge: Judge
+    writer: ExtractiveWriter
+    answer_passages: int = 5  # the reader reads this many passages, whatever top_k the caller wants
+
+    def warm_up(self) -> None:
+        self.judge.warm_up()
+
+    def retrieve(self, query: Query, k: int, mode: str = "hybrid") -> list[Hit]:
+        return self.retriever.retrieve(query, k, mode)
+
+    def answer(self, query: Query, k: int, mode: str = "hybrid") -> Answer:
+        """Answer ``query``; the returned hits are the best ``k`` passages, cited ones first."""
+        if mode not in MODES:
+            raise ValueError(f"Unknown retrieval mode '{mode}'. Choose one of {list(MODES)}")
+        hits = self.retriever.retrieve(query, max(k, self.answer_passages), mode)
+        read = hits[: self.answer_passages]
+        candidates = self.reader.read(query, read)
+        groups = self.reader.pick(candidates)
+        lead = self.writer.lead(query, "".join(s.text for s in groups[0][0])) if groups else None
+        verdict = self.judge.judge(query, read, candidates, groups, lead)
+        answer = self.writer.write(query, verdict, groups, read)
+        # The writer returns its passages with the cited ones first.
+        return replace(answer, hits=tuple([*answer.hits, *hits[len(answer.hits) :]][:k]))
+
+
+def reader_settings(settings: Settings) -> tuple[str, Path]:
+    """Which reader runs and where its trained model lives."""
+    if settings.reader not in READERS:
+        raise ValueError(f"Unknown reader '{settings.reader}'. Choose one of {list(READERS)}")
+    default = Path(__file__).resolve().parent.parent / "models" / "reader"
+    return settings.reader, settings.reader_dir or default
+
+
+def build_pipeline(
+    settings: Settings, data: IndexData, encode_many: Callable[[Sequence[str]], list[np.ndarray]],
+    sentence_model: Any | None = None,
+) -> Pipeline:
+    """Wire the stages for ``data``. ``sentence_model`` is the trained reader when
+    ``settings.reader == "model"`` (loaded once by the service, shared across reloads)."""
+    kind, _ = reader_settings(settings)
+    use_model = kind == "model" and sentence_model is not None
+    reader_cfg = ReaderConfig(max_sentences=settings.max_answer_sentences, max_chars=settings.answer_max_chars,
+                              model=settings.reader_weight if use_model else 0.0)
+    judge_path = settings.judge_path or (DEFAULT_JUDGE_MODEL_READER if use_model else DEFAULT_JUDGE)
+    reader = Reader(data, reader_cfg, sentence_model if use_model else None)
+    return Pipeline(
+        QueryBuilder(data.tokenizer, encode_many, QueryConfig()),
+        Retriever(data, settings),
+        reader,
+        Judge(data, JudgeConfig(judge_path, settings.abstain_threshold)),
+        ExtractiveWriter(data, WriterConfig(max_chars=settings.answer_max_chars), coverage=reader.coverage),
+    )
+
+
+__all__ = ["Pipeline", "Turn", "build_pipeline", "READERS"]

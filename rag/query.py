@@ -1,0 +1,174 @@
+"""The query-building stage: from what the user typed (and the chat history) to a Query.
+
+Owns question normalisation for retrieval, follow-up rewriting (a turn that
+leans on the previous one becomes a standalone question naming the subject of
+the previous answer), the weights of earlier turns, and encoding (through the
+shared micro-batching encoder).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from rag import lang
+from rag.text import match_key, normalize_width
+from rag.types import Query
+
+if TYPE_CHECKING:
+    from rag.text import Tokenizer
+
+ROLES = ("user", "assistant")
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueryConfig:
+    # Earlier turns steer retrieval, but the sentence that answers must match the
+    # current question: their words count this much in sentence scoring.
+    context_term_weight: float = 0.2
+    previous_question_weight: float = 0.6
+    previous_answer_weight: float = 0.3
+    previous_answer_chars: int = 120
+    max_subject_chars: int = 16  # a lead longer than this is a sentence, not a subject
+
+
+def _clean(text: str) -> str:
+    return lang.MARKER.sub("", text).strip()
+
+
+class QueryBuilder:
+    """Builds the :class:`Query` for a question and its history."""
+
+    def __init__(self, tokenizer: Tokenizer, encode_many: Callable[[Sequence[str]], list[np.ndarray]],
+                 config: QueryConfig | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.encode_many = encode_many
+        self.config = config or QueryConfig()
+
+    # --- follow-ups -----------------------------------------------------------------
+
+    def subject(self, question: str, answer: str) -> str | None:
+        """What a follow-up to (question, answer) refers to.
+
+        The name an entity question was answered with (the answer's lead,
+        "江东芯谷。…"), else the question's own subject: its first name-like word
+        (a corpus dictionary word or proper noun), grown over adjoining name-like words.
+        """
+        answer = _clean(answer)
+        if lang.ASKS_ENTITY.search(question) and not answer.startswith(lang.NOT_FOUND):
+            lead = answer.split("。", 1)[0]
+            if 2 <= len(lead) <= self.config.max_subject_chars and len(lead) < len(answer):
+                return lead
+        return self.topic(question)
+
+    def topic(self, question: str) -> str | None:
+        """The first name-like stretch of a question ("杭州综合保税区是…" -> 杭州综合保税区)."""
+        tok = self.tokenizer
+        user = set(tok.user_words)
+        text = normalize_width(question).lower()
+        words = [w for w, _ in tok.terms(text)]
+        for word in words:
+            if len(word) >= 2 and (word in user or tok.place_like(word)) and not lang.PRONOUN.search(word):
+                start = text.find(word)
+                if start < 0:
+                    continue
+                # Grow over a zone or organisation suffix right after the name.
+                end = start + len(word)
+                m = re.match(r"[\u4e00-\u9fffA-Za-z0-9]{0,8}?(?:区|园|港|谷|城|公司|集团|平台|基地|中心|县|市|镇)", text[end:])
+                if m:
+                    end += m.end()
+                return question[start:end] if len(question) == len(text) else text[start:end]
+        return None
+
+    def rewrite(self, turns: Sequence[Turn]) -> tuple[str, bool, list[tuple[str, float]]]:
+        """The last user turn as a standalone question, whether it was rewritten, and the
+        earlier text (with weights) that steers retrieval for a follow-up."""
+        question = turns[-1].content.strip()
+        if not lang.is_follow_up(question):
+            return question, False, []
+        users = [i for i, t in enumerate(turns[:-1]) if t.role == "user"]
+        if not users:
+            return question, False, []
+        last = users[-1]
+        # The previous question, itself made standalone first.
+        previous, _, _ = self.rewrite(turns[: last + 1])
+        answer = next((t.content for t in turns[last + 1 : -1] if t.role == "assistant"), "")
+        c = self.config
+        context = [(previous, c.previous_question_weight)]
+        if answer:
+            context.append((_clean(answer)[: c.previous_answer_chars], c.previous_answer_weight))
+        subject = self.subject(previous, answer)
+        rewritten = self._substitute(question, previous, subject)
+        return rewritten, rewritten != question, context
+
+    def _substitute(self, question: str, previous: str, subject: str | None) -> str:
+        """Put the subject where the follow-up points at it."""
+        m = lang.PRONOUN.search(question)
+        if subject and m:
+            rest = question[m.end():]
+            # "它的" -> "江东芯谷的"; "其" before a noun -> "江东芯谷的".
+            joint = "的" if m.group().startswith("其") else ""
+            word = m.group()
+            if word.endswith("的"):
+                joint, word = "的", word[:-1]
+            return question[: m.start()] + subject + joint + rest
+        piece = lang.ELLIPSIS_EDGES.sub("", question).strip()
+        if question.rstrip("？?。 ").endswith("呢") and piece:
+            # "省级的呢？" after "国家级开发区有几个？": the word of the same kind is swapped.
+            for word, _ in self.tokenizer.terms(previous):
+                if word != piece and len(word) >= 2 and word[-1] == piece[-1] and word in previous:
+                    return previous.replace(word, piece, 1)
+            return f"{piece}，{previous}" if len(piece) <= 8 else question
+        if subject and match_key(subject) not in match_key(question):
+            return f"{subject}{question}"
+        return question
+
+    # --- building ---------------------------------------------------------------------
+
+    def build(self, text: str, context: Sequence[tuple[str, float]] = (), asked: str = "",
+              rewritten: bool = False) -> Query:
+        tok = self.tokenizer
+        tokens: list[str] = []
+        weights: list[float] = []
+        terms: dict[str, tuple[str, tuple[str, ...], float]] = {}
+        for n, (piece, weight) in enumerate([(text, 1.0), *context]):
+            for t in tok.tokenize(piece):
+                tokens.append(t)
+                weights.append(weight)
+            for word, subs in tok.terms(piece):
+                if word not in terms:
+                    terms[word] = (word, subs, 1.0 if n == 0 else self.config.context_term_weight * weight)
+        if context:
+            # Follow-ups retrieve with the earlier question they lean on; sentences
+            # are scored against the current question alone.
+            combined, focus = self.encode_many([f"{context[0][0]} {text}", text])
+        else:
+            combined = focus = self.encode_many([text])[0]
+        return Query(text, tuple(tokens), tuple(weights), combined, tuple(terms.values()), focus,
+                     asked or text, rewritten)
+
+    def from_turns(self, turns: Sequence[Turn]) -> Query:
+        """The Query for the last user turn of a chat.
+
+        Raises:
+            ValueError: no turns, an unknown role, or the last turn is not the user's.
+        """
+        if not turns:
+            raise ValueError("messages must hold at least one turn")
+        for t in turns:
+            if t.role not in ROLES:
+                raise ValueError(f"Unknown role '{t.role}'. Choose one of {list(ROLES)}")
+        if turns[-1].role != "user":
+            raise ValueError("the last message must be a user turn")
+        text, rewritten, context = self.rewrite(turns)
+        return self.build(text, context, asked=turns[-1].content.strip(), rewritten=rewritten)

@@ -1,0 +1,189 @@
+"""The reader stage: scores the sentences of the retrieved passages as answers.
+
+Owns sentence scoring (dense similarity from vectors precomputed at build time,
+idf-weighted coverage of the question's words in the sentence and its context,
+the passage's retrieval score, penalties for headings, echoes and sentences
+that lack the kind of value asked for), the optional trained cross-encoder
+score, and picking the sentence(s) an answer cites. It decides nothing about
+abstention: that is the judge's job.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from rag import lang
+from rag.text import match_key
+from rag.types import Candidate, Hit, Query, Sentence
+
+if TYPE_CHECKING:
+    from rag.index import IndexData
+
+
+class SentenceModel(Protocol):
+    """A trained model that reads question and sentence together (see rag.reader_model)."""
+
+    def score(self, question: str, sentences: Sequence[str]) -> object: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderConfig:
+    """Sentence-score weights, tuned on the dev split (never on test)."""
+
+    dense: float = 0.30
+    cover: float = 0.40
+    passage: float = 0.15
+    heading: float = 0.10  # penalty: headings and captions state no fact
+    type_miss: float = 0.08  # penalty: asks a number/date/reason the sentence lacks
+    echo: float = 0.10  # penalty: the sentence only repeats the question
+    idf_power: float = 2.0  # >1 lets rare words dominate coverage
+    neighbour_share: float = 0.80  # a sentence near the best joins the answer above this share of its score
+    context: float = 0.35  # share of coverage credited from the section title and previous sentence
+    model: float = 0.0  # weight of the trained reader's probability in the ranking score
+    model_candidates: int = 12  # the trained reader scores this many of the best rule candidates
+    max_sentences: int = 2  # sentences an answer cites at most
+    max_chars: int = 150  # the answer's length budget, for picking a second sentence
+
+
+def echo_pattern(query: Query) -> re.Pattern[str] | None:
+    """One regex matching any of the question's words or sub-words, longest first."""
+    pieces = sorted({p for word, subs, _ in query.terms for p in (word, *subs)}, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, pieces))) if pieces else None
+
+
+def novelty(text_key: str, pattern: re.Pattern[str] | None) -> float:
+    """Share of a sentence's letters and digits not taken by the question's own words."""
+    total = sum(c.isalnum() for c in text_key)
+    if not total:
+        return 0.0
+    rest = pattern.sub("", text_key) if pattern is not None else text_key
+    return sum(c.isalnum() for c in rest) / total
+
+
+class Reader:
+    """Scores every sentence of the hits; the best first. Light: keys are built once per index."""
+
+    def __init__(self, data: IndexData, config: ReaderConfig | None = None, model: SentenceModel | None = None) -> None:
+        self.data = data
+        self.config = config or ReaderConfig()
+        self.model = model
+        self._sentence_keys = [match_key(s.text) for s in data.sentences]
+        # What a sentence leaves implicit is often in its section title or the sentence before.
+        self._context_keys = [
+            match_key(s.title)
+            + (self._sentence_keys[i - 1] if i and data.sentences[i - 1].doc_id == s.doc_id else "")
+            + self._sentence_keys[i]
+            for i, s in enumerate(data.sentences)
+        ]
+
+    def coverage(self, query: Query, text_key: str) -> float:
+        """Share of the question's words (idf- and turn-weighted) present in the text.
+
+        A word counts in full when it occurs as a substring, else by the share
+        of its sub-words that do (names are often shortened in the text).
+        """
+        kw = self.data.keyword
+        total = found = 0.0
+        for word, subs, weight in query.terms:
+            w = kw.token_idf(word) ** self.config.idf_power * weight
+            total += w
+            if word in text_key:
+                found += w
+            elif subs:
+                found += w * sum(s in text_key for s in subs) / len(subs)
+        return found / total if total else 0.0
+
+    def read(self, query: Query, hits: Sequence[Hit]) -> list[Candidate]:
+        """Every sentence of the hits as a candidate, best first."""
+        if not hits:
+            return []
+        c = self.config
+        top = hits[0].score or 1.0
+        sents = self.data.sentences
+        out: list[Candidate] = []
+        seen: set[int] = set()
+        question = query.text
+        value = lang.value_check(question)
+        asks_reason = bool(lang.ASKS_REASON.search(question))
+        asks_name = bool(lang.ASKS_NAME.search(question))
+        echo = echo_pattern(query)
+        for hit in hits:
+            ids = [i for i in hit.chunk.sent_ids if i not in seen]
+            if not ids:
+                continue
+            seen.update(ids)
+            vectors = self.data.sentence_vectors[ids]
+            dense = vectors @ query.sentence_vector
+            with_context = dense if query.focus_vector is None else vectors @ query.vector
+            passage = hit.score / top
+            for sid, d, dc in zip(ids, dense, with_context, strict=True):
+                sent = sents[sid]
+                key = self._sentence_keys[sid]
+                cover = self.coverage(query, key)
+                if c.context:
+                    cover = (1 - c.context) * cover + c.context * self.coverage(query, self._context_keys[sid])
+                score = c.dense * float(d) + c.cover * cover + c.passage * passage
+                if not sent.text.endswith(lang.TERMINAL):
+                    score -= c.heading
+                if lang.lacks_value(value, sent.text) or (asks_reason and not lang.HAS_REASON.search(sent.text)) or (
+                    asks_name and not lang.HAS_NAME.search(sent.text)
+                ):
+                    score -= c.type_miss
+                score -= c.echo * max(0.0, 0.3 - novelty(key, echo)) / 0.3
+                out.append(Candidate(sent, hit, score, cover, float(d), float(dc)))
+        out.sort(key=lambda s: -s.score)
+        if self.model is not None:
+            out = self._with_model(question, out)
+        return out
+
+    def _with_model(self, question: str, candidates: list[Candidate]) -> list[Candidate]:
+        """The trained reader scores the best rule candidates (in their context); its
+        probability joins the ranking score with weight ``config.model``."""
+        n = min(self.config.model_candidates, len(candidates))
+        head = candidates[:n]
+        texts = ["".join(s.text for s in self.span(cand.sentence)) for cand in head]
+        probs = self.model.score(question, texts)  # type: ignore[union-attr]
+        rescored = [
+            Candidate(cand.sentence, cand.hit, cand.score + self.config.model * float(p), cand.coverage,
+                      cand.dense, cand.context_dense, float(p))
+            for cand, p in zip(head, probs, strict=True)  # type: ignore[call-overload]
+        ]
+        rescored.sort(key=lambda s: -s.score)
+        return rescored + candidates[n:]
+
+    def span(self, best: Sentence) -> list[Sentence]:
+        """The sentence, with the one before when it opens with a pronoun
+        and the one after when it only introduces what follows (ends with a colon)."""
+        sents = self.data.sentences
+        span = [best]
+        prev = sents[best.sent_id - 1] if best.sent_id > 0 else None
+        if lang.ANAPHOR.match(best.text) and prev is not None and prev.doc_id == best.doc_id:
+            span.insert(0, prev)
+        nxt = sents[best.sent_id + 1] if best.sent_id + 1 < len(sents) else None
+        if best.text.rstrip("”\"").endswith(("：", ":")) and nxt is not None and nxt.doc_id == best.doc_id:
+            span.append(nxt)
+        return span
+
+    def pick(self, candidates: Sequence[Candidate]) -> list[tuple[list[Sentence], Candidate]]:
+        """The sentence groups the answer cites: the best (with its context), and a second
+        sentence when nearly as good or a close neighbour of the best; in reading order."""
+        if not candidates:
+            return []
+        c = self.config
+        best = candidates[0]
+        groups = [(self.span(best.sentence), best)]
+        used = {s.sent_id for s in groups[0][0]}
+        for cand in candidates[1 : c.max_sentences + 2]:
+            if len(groups) >= c.max_sentences:
+                break
+            total = sum(s.end - s.start for g, _ in groups for s in g) + len(cand.sentence.text) + 8
+            # The fact often sits one sentence away from its subject.
+            near = cand.sentence.doc_id == best.sentence.doc_id and abs(cand.sentence.sent_id - best.sentence.sent_id) <= 2
+            bar = c.neighbour_share if near else 0.95
+            if cand.score >= bar * best.score and total <= c.max_chars and cand.sentence.sent_id not in used:
+                groups.append(([cand.sentence], cand))
+                used.add(cand.sentence.sent_id)
+        return groups

@@ -1,0 +1,182 @@
+"""The writer stage: turns the judge's verdict and the reader's pick into an Answer.
+
+Owns the extractive answer (the default): the lead value or name asked for when
+the cited sentence states it, the cited sentence(s) trimmed to the length
+budget with [n] markers, exact citations, the cited passages leading the hits,
+and the not-found answer that shows the closest passages. The optional LLM
+writer (rag.llm) is the other implementation of the same step.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from rag import lang
+from rag.text import match_key
+from rag.types import Answer, Candidate, Citation, Hit, Query, Sentence, Verdict
+
+if TYPE_CHECKING:
+    from rag.index import IndexData
+
+ABSTAIN_TEXT = lang.NOT_FOUND + " 以下是最接近的段落，供参考。"
+Groups = Sequence[tuple[Sequence[Sentence], Candidate]]
+
+
+class Writer(Protocol):
+    def write(self, query: Query, verdict: Verdict, groups: Groups, hits: Sequence[Hit]) -> Answer: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WriterConfig:
+    max_chars: int = 150  # the answer's length budget
+    lead_gap: int = 12  # a value must follow the question's words within this many characters
+
+
+def abstain(query: Query, verdict: Verdict, hits: Sequence[Hit]) -> Answer:
+    """The not-found answer: no citations, the closest passages as hits."""
+    return Answer(ABSTAIN_TEXT, True, (), tuple(hits), verdict.probability, query.text,
+                  rewritten=query.rewritten, note=verdict.reason)
+
+
+class ExtractiveWriter:
+    """Writes the answer from the cited sentences themselves (no generation)."""
+
+    def __init__(self, data: IndexData, config: WriterConfig | None = None,
+                 coverage: object | None = None) -> None:
+        self.data = data
+        self.config = config or WriterConfig()
+        self._coverage = coverage  # the reader's coverage(query, key), for trimming
+
+    def write(self, query: Query, verdict: Verdict, groups: Groups, hits: Sequence[Hit]) -> Answer:
+        if not verdict.answer or not groups:
+            return abstain(query, verdict, hits)
+        best = groups[0][1]
+        ordered_groups = sorted(groups, key=lambda g: (g[0][0].doc_id, g[0][0].start))
+        budget = self.config.max_chars
+        parts: list[str] = []
+        citations = []
+        lead = self.lead(query, "".join(s.text for s in groups[0][0]))
+        if lead:
+            parts.append(f"{lead}。")
+            budget -= len(lead) + 1
+        share = budget // len(ordered_groups) - 4
+        for n, (span, item) in enumerate(ordered_groups, start=1):
+            first, last = span[0], span[-1]
+            text = self.data.documents[first.doc_id].text[first.start : last.end]
+            parts.append(f"{self._trim(text, query, share)}[{n}]")
+            citations.append(
+                Citation(n, first.doc_id, first.title, text, first.start, last.end,
+                         first.line_start, last.line_end, item.hit.chunk.chunk_id)
+            )
+        # The passages the answer cites lead the hits, the best one first: the reader
+        # read every sentence of them, so its choice ranks better than retrieval alone.
+        cited = list(dict.fromkeys([best.hit.chunk.chunk_id] + [item.hit.chunk.chunk_id for _, item in groups]))
+        ordered = sorted(hits, key=lambda h: cited.index(h.chunk.chunk_id) if h.chunk.chunk_id in cited else len(cited))
+        return Answer("".join(parts), False, tuple(citations), tuple(ordered), verdict.probability, query.text,
+                      lead=lead or "", rewritten=query.rewritten)
+
+    # --- the lead value ---------------------------------------------------------------
+
+    def _anchor(self, query: Query, text: str) -> int:
+        """End of the last of the question's own words found in ``text`` (-1: none)."""
+        anchor = -1
+        low = text.lower()
+        for word, subs, weight in query.terms:
+            if weight < 1.0:
+                continue  # words from earlier chat turns do not anchor
+            for piece in (word, *subs):
+                pos = low.find(piece)
+                if pos >= 0:
+                    anchor = max(anchor, pos + len(piece))
+        return anchor
+
+    def lead(self, query: Query, sentence: str) -> str | None:
+        """The value or name the question asks for, taken from the cited sentence, or None.
+
+        A number or date follows the last of the question's words in the sentence
+        closely, in the same clause ("投资额5亿元" for "投资额是多少"). A name
+        for 哪个/谁/什么 questions is a quoted name, or a name-like word (a corpus
+        or proper-noun dictionary word) that the question does not contain, next
+        to the question's words. Whatever it returns is a substring of ``sentence``.
+        """
+        question = query.text
+        if lang.ASKS_DATE.search(question):
+            pattern: re.Pattern[str] | None = lang.DATE_VALUE
+        elif lang.ASKS_NUMBER.search(question):
+            pattern = lang.NUMBER_VALUE
+        else:
+            pattern = None
+        if pattern is not None:
+            anchor = self._anchor(query, sentence)
+            if anchor < 0:
+                return None
+            m = pattern.search(sentence, anchor)
+            if m is None or m.start() - anchor > self.config.lead_gap or re.search(r"[，。；,;]", sentence[anchor : m.start()]):
+                return None
+            value = m.group().strip().removeprefix("达").removeprefix("共")
+            # A value in another unit than the one asked ("多少吨" -> "1000家") answers nothing.
+            return None if lang.lacks_value(lang.value_check(question), value) else value
+        if lang.ASKS_ENTITY.search(question):
+            return self._lead_name(query, sentence)
+        return None
+
+    def _lead_name(self, query: Query, sentence: str) -> str | None:
+        asked = match_key(query.text)
+        quoted = [m.group()[1:-1] for m in lang.HAS_NAME.finditer(sentence)]
+        quoted = [q for q in quoted if match_key(q) not in asked]
+        if len(quoted) == 1:
+            return quoted[0]
+        tok = self.data.tokenizer
+        user = self._user_words()
+        names = []
+        for word, _subs in tok.terms(sentence):
+            if len(word) < 3 or match_key(word) in asked or not lang.CJK_CHAR.search(word):
+                continue
+            if word in user or (tok.place_like(word) and len(word) >= 3):
+                pos = sentence.lower().find(word)
+                if pos >= 0:
+                    names.append((pos, word))
+        if not names:
+            return None
+        # The name closest to where the question's words stand in the sentence.
+        spots = [m.start() for w, _s, wt in query.terms if wt >= 1.0 for m in re.finditer(re.escape(w), sentence.lower())]
+        if not spots:
+            return None
+        pos, word = min(names, key=lambda n: min(abs(n[0] - s) for s in spots))
+        if min(abs(pos - s) for s in spots) > 20:
+            return None
+        return sentence[pos : pos + len(word)]
+
+    def _user_words(self) -> frozenset[str]:
+        cached = getattr(self, "_user", None)
+        if cached is None:
+            cached = frozenset(self.data.tokenizer.user_words)
+            self._user = cached
+        return cached
+
+    def _trim(self, text: str, query: Query, limit: int) -> str:
+        """Shorten a long passage to its clauses that carry the question's words."""
+        if len(text) <= limit:
+            return text
+        clauses = lang.CLAUSE.findall(text) or [text]
+        score = self._coverage or (lambda _q, _k: 0.0)
+        scores = [score(query, match_key(c)) for c in clauses]  # type: ignore[operator]
+        best = int(np.argmax(scores))
+        lo = hi = best
+        # Grow the window around the best clause while it fits.
+        while True:
+            grown = False
+            for lo2, hi2 in ((lo, hi + 1), (lo - 1, hi)):
+                if lo2 >= 0 and hi2 < len(clauses) and len("".join(clauses[lo2 : hi2 + 1])) <= limit - 2:
+                    lo, hi = lo2, hi2
+                    grown = True
+                    break
+            if not grown:
+                break
+        piece = "".join(clauses[lo : hi + 1])[: limit - 2]
+        return ("…" if lo > 0 else "") + piece + ("…" if hi < len(clauses) - 1 else "")
