@@ -630,12 +630,12 @@ def run_judge_fit_command(args: Any, settings: Settings) -> int:
     chat_path = args.chat or Path("eval/chat_gold.jsonl")
     dialogues = [d for d in load_chat(chat_path) if d.split == "dev"] if chat_path.is_file() else []
     rows = collect_judge_rows(settings, items, dialogues, lambda x: tqdm(x, desc="dev", unit="q"))
-    features = list(J.RULE_FEATURES) + (list(J.MODEL_FEATURES) if reader_settings(settings)[0] == "model" else [])
     signals = [r.signals for r in rows]
     correct = [r.correct for r in rows]
     answerable = [r.answerable for r in rows]
-    model, probs = J.fit(signals, correct, answerable, features, max_false=args.max_false)
-    figures = J.cv_figures(probs, correct, answerable, model.threshold)
+    with_model = reader_settings(settings)[0] == "model"
+    chosen, model, probs, tried = J.select_and_fit(signals, correct, answerable, with_model, args.max_false)
+    figures = tried[chosen]
     kind, reader_dir = reader_settings(settings)
     info = {
         **model.info,
@@ -644,11 +644,14 @@ def run_judge_fit_command(args: Any, settings: Settings) -> int:
         "rows": len(rows), "data_sha256": J.data_hash(signals, correct),
         "reader": kind, "max_false_abstention": args.max_false,
         "cross_validated_dev": figures,
+        "signal_set": chosen,
+        "signal_sets_tried_cv": tried,
         "command": f"rag judge fit --reader {kind} --out {args.out}",
     }
     model = J.JudgeModel(model.features, model.mean, model.scale, model.coef, model.intercept, model.threshold, info)
     model.save(args.out)
-    print(f"Judge written to {args.out}: threshold {model.threshold:.3f} (false abstention ≤ {args.max_false})")
+    print(f"Judge written to {args.out}: signals '{chosen}', threshold {model.threshold:.3f} "
+          f"(false abstention ≤ {args.max_false})")
     for k, v in figures.items():
         print(f"  {k}: {v if v is None or isinstance(v, int) else round(v, 3)}")
     for name, c in sorted(zip(model.features, model.coef, strict=True), key=lambda t: -abs(t[1])):

@@ -35,6 +35,15 @@ RULE_FEATURES = (
     "asks_entity", "has_lead",
 )
 MODEL_FEATURES = ("model_best", "model_max")
+# Candidate signal sets, from few to all; `rag judge fit` keeps the one whose cross-validated
+# dev predictions decline the most unanswerable questions within the false-abstention budget
+# (the dev split is small: fewer signals can generalise better).
+FEATURE_SETS = {
+    "core": ("confidence_rules", "value_miss", "unknown_place", "year_conflict"),
+    "compact": ("confidence_rules", "margin", "best_score", "value_miss", "unknown_place", "year_conflict",
+                "asks_entity", "asks_value", "top_hit"),
+    "all": RULE_FEATURES,
+}
 
 
 class JudgeError(RuntimeError):
@@ -318,6 +327,26 @@ def fit(
         float(final.intercept_[0]), float(threshold), {"C": c_best, "cv_log_loss": losses},
     )
     return model, probs
+
+
+def select_and_fit(
+    rows: Sequence[dict[str, float]], correct: Sequence[bool], answerable: Sequence[bool],
+    with_model: bool, max_false: float = 0.04,
+) -> tuple[str, JudgeModel, list[float], dict[str, dict[str, float | None]]]:
+    """Fit every candidate signal set and keep the best by its cross-validated dev figures:
+    most unanswerable questions declined, then the better separation of right from wrong."""
+    tried: dict[str, tuple[JudgeModel, list[float], dict[str, float | None]]] = {}
+    for name, feats in FEATURE_SETS.items():
+        feats = tuple(feats) + (MODEL_FEATURES if with_model else ())
+        model, probs = fit(rows, correct, answerable, feats, max_false=max_false)
+        tried[name] = (model, probs, cv_figures(probs, correct, answerable, model.threshold))
+
+    def key(name: str) -> tuple[float, float]:
+        cv = tried[name][2]
+        return (cv["abstention"] or 0.0, cv["auc_right_vs_wrong"] or 0.0)
+
+    best = max(tried, key=key)
+    return best, tried[best][0], tried[best][1], {n: t[2] for n, t in tried.items()}
 
 
 def cv_figures(probs: Sequence[float], correct: Sequence[bool], answerable: Sequence[bool], threshold: float) -> dict[str, float | None]:

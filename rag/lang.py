@@ -22,6 +22,15 @@ ASKS_REASON = re.compile(r"为什么|为何|原因|何以|怎么会")
 ASKS_NAME = re.compile(r"叫什么|什么名|名称|称为什么|称作什么|简称")
 # Questions answered by a name: which one, who, what is it called.
 ASKS_ENTITY = re.compile(r"哪[个家所座位款项类些里]|哪一[个家所座位款项类]|谁|什么(?:企业|公司|平台|项目|产业|名字|机构|园区|地方|产品|技术)|叫什么|名称|简称")
+# How the names of organisations and places end: a name-like word that ends so can answer
+# 哪个/哪家 questions and be the subject a follow-up refers to.
+NAME_SUFFIX = re.compile(
+    r"(?:公司|集团|平台|小镇|谷|园|港|新区|开发区|保税区|高新区|协同区|中心|基地|实验室|研究院|大学|学院|医院|"
+    r"联合会|协会|工会|街道|社区|村|县|镇|市)$"
+)
+# What is left of a name without its suffix must name something: "有限公司" alone does not.
+GENERIC_STEM = re.compile(r"^(?:股份)?有限$|^股份$|^[^\u4e00-\u9fff]*$")
+NUMERIC = re.compile(r"[\d一二三四五六七八九十百千万亿两]")
 HAS_NAME = re.compile(r"“[^”]{2,20}”|《[^》]{2,30}》|「[^」]{2,20}」")
 NUMERALS = "0-9一二三四五六七八九十百千万亿两半"
 HAS_DATE = re.compile(r"\d{4}\s*年|\d{1,2}\s*月|\d{1,2}\s*日|今年|去年|明年|年底|年初|上半年|下半年|季度")

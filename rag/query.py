@@ -78,13 +78,16 @@ class QueryBuilder:
         text = normalize_width(question).lower()
         words = [w for w, _ in tok.terms(text)]
         for word in words:
-            if len(word) >= 2 and (word in user or tok.place_like(word)) and not lang.PRONOUN.search(word):
+            if len(word) < 2 or lang.NUMERIC.search(word) or lang.PRONOUN.search(word):
+                continue
+            if word in user or tok.is_proper(word):
                 start = text.find(word)
                 if start < 0:
                     continue
                 # Grow over a zone or organisation suffix right after the name.
                 end = start + len(word)
-                m = re.match(r"[\u4e00-\u9fffA-Za-z0-9]{0,8}?(?:区|园|港|谷|城|公司|集团|平台|基地|中心|县|市|镇)", text[end:])
+                # Not across 的: "江东芯谷的核心区" is a part of the subject, not its name.
+                m = re.match(r"(?:(?!的)[\u4e00-\u9fffA-Za-z0-9]){0,16}?(?:区|园|港|谷|城|公司|集团|平台|基地|中心|县|市|镇)", text[end:])
                 if m:
                     end += m.end()
                 return question[start:end] if len(question) == len(text) else text[start:end]

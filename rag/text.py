@@ -129,6 +129,11 @@ class Tokenizer:
             tok.add_word(word, freq=max(tok.suggest_freq(word), 1000))
         self._jieba = tok
 
+    def is_proper(self, word: str) -> bool:
+        """Does jieba's dictionary tag ``word`` a proper noun (place, person, other name)?"""
+        self.place_like("")
+        return word in self._proper  # type: ignore[operator]
+
     def place_like(self, word: str) -> bool:
         """Could ``word`` be a name: jieba's dictionary tags it a proper noun (place, person,
         other name) or does not know it at all. Common words ("贫困", "搬进") are not."""

@@ -131,33 +131,30 @@ class ExtractiveWriter:
         quoted = [q for q in quoted if match_key(q) not in asked]
         if len(quoted) == 1:
             return quoted[0]
-        tok = self.data.tokenizer
-        user = self._user_words()
+        # A name that shares a word with the question is the question's own subject
+        # ("钱塘新区打造", "未来产业" for a question about 钱塘新区's 产业平台), not the answer;
+        # an answer name ends like the name of an organisation or place.
+        pieces = {p for w, subs, wt in query.terms if wt >= 1.0 for p in (w, *subs) if len(p) >= 2}
+        low = sentence.lower()
         names = []
-        for word, _subs in tok.terms(sentence):
-            if len(word) < 3 or match_key(word) in asked or not lang.CJK_CHAR.search(word):
+        for word, _subs in self.data.tokenizer.terms(sentence):
+            if len(word) < 3 or not lang.NAME_SUFFIX.search(word) or lang.NUMERIC.search(word):
                 continue
-            if word in user or (tok.place_like(word) and len(word) >= 3):
-                pos = sentence.lower().find(word)
-                if pos >= 0:
-                    names.append((pos, word))
-        if not names:
+            if lang.GENERIC_STEM.search(lang.NAME_SUFFIX.sub("", word)):
+                continue
+            if match_key(word) in asked or any(p in word for p in pieces):
+                continue
+            pos = low.find(word)
+            if pos >= 0:
+                names.append((pos, word))
+        spots = [m.start() for w, _s, wt in query.terms if wt >= 1.0 for m in re.finditer(re.escape(w), low)]
+        if not names or not spots:
             return None
         # The name closest to where the question's words stand in the sentence.
-        spots = [m.start() for w, _s, wt in query.terms if wt >= 1.0 for m in re.finditer(re.escape(w), sentence.lower())]
-        if not spots:
-            return None
         pos, word = min(names, key=lambda n: min(abs(n[0] - s) for s in spots))
         if min(abs(pos - s) for s in spots) > 20:
             return None
         return sentence[pos : pos + len(word)]
-
-    def _user_words(self) -> frozenset[str]:
-        cached = getattr(self, "_user", None)
-        if cached is None:
-            cached = frozenset(self.data.tokenizer.user_words)
-            self._user = cached
-        return cached
 
     def _trim(self, text: str, query: Query, limit: int) -> str:
         """Shorten a long passage to its clauses that carry the question's words."""
