@@ -29,6 +29,7 @@ from api.schemas import (
 )
 from rag.service import RagService, Turn, answer_to_dict
 from rag.types import Answer
+from rag.writer import closest_passages
 
 MODEL_ID = "hz-rag"
 
@@ -114,7 +115,10 @@ class OAModelList(BaseModel):
 
 
 def reply_text(answer: Answer) -> str:
-    """The answer with its [n] markers, then a short sources list."""
+    """The answer with its [n] markers, then a short sources list; an abstaining
+    answer lists the closest passages it promises."""
+    if answer.abstained:
+        return "\n".join([answer.text, *closest_passages(answer.hits)])
     if not answer.citations:
         return answer.text
     sources = "\n".join(

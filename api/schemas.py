@@ -125,8 +125,14 @@ class HitOut(BaseModel):
 class AskResponse(BaseModel):
     answer: str
     abstained: bool
-    confidence: float
-    question: str = Field(description="The question answered, as resolved from the chat history.")
+    confidence: float = Field(
+        ge=0.0, le=1.0,
+        description="Calibrated probability that the answer is right (the judge's; fitted on the dev split). "
+        "The service abstains below the judge's threshold.",
+    )
+    question: str = Field(description="The question answered: a chat follow-up rewritten into a standalone question.")
+    rewritten: bool = Field(False, description="True when `question` was rewritten from the chat history.")
+    lead: str = Field("", description="The value or name asked for, as the cited sentence states it; empty when none.")
     citations: list[CitationOut]
     hits: list[HitOut] = Field(
         description="Passages: those the answer cites first (the best first), then the rest by retrieval score."

@@ -43,9 +43,15 @@ def _cmd_ask(args: argparse.Namespace) -> int:
 
         print(json.dumps(answer_to_dict(answer), ensure_ascii=False, indent=2))
     else:
+        from rag.writer import closest_passages
+
         print(answer.text)
         for c in answer.citations:
             print(f"  [{c.id}] {c.doc_id} lines {c.line_start}-{c.line_end} ({c.title}): {c.text}")
+        if answer.abstained:
+            for line in closest_passages(answer.hits):
+                print(f"  {line}")
+        print(f"  confidence (P answer right): {answer.confidence:.2f}")
     return 0
 
 

@@ -84,6 +84,10 @@ FOLLOW_UP = re.compile(
     r"它|他们|她们|他的|她的|其中|该[地区市县镇园企公平项]|这个|那个|这里|那里|这些|那些|这家|那家|此[处地外]|上述|前者|后者"
     r"|^(那|那么|还有|另外|此外|同时|以及|并且)|呢[？?。\s]*$"
 )
+# "从75秒缩减至5秒": a change states two values; a question about where it went
+# ("缩短到几秒", "降至多少") asks for the second, one about where it started ("从多少") the first.
+CHANGE_TO = re.compile(r"[^，。；,;]{0,8}?(?:至|到|为|成)\s*")
+ASKS_FROM = re.compile(r"从|原来|原先|原本|之前|以前|[成造设革建]前")
 # Openers and closers an elliptical follow-up wraps its new piece in ("那省级的呢？").
 ELLIPSIS_EDGES = re.compile(r"^(?:那么|那|还有|另外|此外|同时|以及|并且)[，,]?|的?呢?[？?。！!\s]*$")
 CJK_CHAR = re.compile(r"[\u4e00-\u9fff]")

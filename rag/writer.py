@@ -43,6 +43,17 @@ def abstain(query: Query, verdict: Verdict, hits: Sequence[Hit]) -> Answer:
                   rewritten=query.rewritten, note=verdict.reason)
 
 
+def closest_passages(hits: Sequence[Hit], n: int = 3, chars: int = 80) -> list[str]:
+    """The passages an abstaining answer offers instead, one line each, for text clients."""
+    out = []
+    for i, hit in enumerate(hits[:n], start=1):
+        c = hit.chunk
+        text = " ".join(c.text.split())
+        text = text if len(text) <= chars else text[: chars - 1] + "…"
+        out.append(f"{i}. 《{c.title}》（{c.doc_id}，第{c.line_start}-{c.line_end}行）{text}")
+    return out
+
+
 class ExtractiveWriter:
     """Writes the answer from the cited sentences themselves (no generation)."""
 
@@ -90,6 +101,8 @@ class ExtractiveWriter:
             if weight < 1.0:
                 continue  # words from earlier chat turns do not anchor
             for piece in (word, *subs):
+                if len(piece) < 2:
+                    continue  # a unit or particle ("秒", "前") says nothing about where the value is
                 pos = low.find(piece)
                 if pos >= 0:
                     anchor = max(anchor, pos + len(piece))
@@ -118,6 +131,12 @@ class ExtractiveWriter:
             m = pattern.search(sentence, anchor)
             if m is None or m.start() - anchor > self.config.lead_gap or re.search(r"[，。；,;]", sentence[anchor : m.start()]):
                 return None
+            # "从75秒缩减至5秒" answers "缩短到几秒" with the value it changed to.
+            to = lang.CHANGE_TO.match(sentence, m.end())
+            if to and not lang.ASKS_FROM.search(question) and sentence[m.start() - 1 : m.start()] == "从":
+                second = pattern.match(sentence, to.end())
+                if second:
+                    m = second
             value = m.group().strip().removeprefix("达").removeprefix("共")
             # A value in another unit than the one asked ("多少吨" -> "1000家") answers nothing.
             return None if lang.lacks_value(lang.value_check(question), value) else value
