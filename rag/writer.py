@@ -140,6 +140,9 @@ class ExtractiveWriter:
             value = m.group().strip().removeprefix("达").removeprefix("共")
             # A value in another unit than the one asked ("多少吨" -> "1000家") answers nothing.
             return None if lang.lacks_value(lang.value_check(question), value) else value
+        if lang.ASKS_PERSON.search(question):
+            m = lang.PERSON.search(sentence)
+            return (m.group(1) or m.group(2)) if m else None
         if lang.ASKS_ENTITY.search(question):
             return self._lead_name(query, sentence)
         return None
