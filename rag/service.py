@@ -8,6 +8,7 @@ requests in flight finish on the state they started with).
 
 from __future__ import annotations
 
+import logging
 import queue
 import re
 import threading
@@ -21,10 +22,12 @@ import numpy as np
 from rag.answer import AnswerComposer
 from rag.config import Settings
 from rag.embedding import Embedder, weights_fingerprint
-from rag.index import IndexData, IndexNotReady, index_version, load_index
+from rag.index import IndexData, IndexNotReady, index_version, load_index, release_memory
+from rag.normalize import NormalizedQuestion, normalize_question, retrieval_text
 from rag.retrieval import MODES, Query, Retriever
 from rag.types import Answer, Hit
 
+log = logging.getLogger("rag.service")
 ROLES = ("user", "assistant")
 _MARKER = re.compile(r"\[\d+\]")
 # Pronouns, demonstratives and elliptical endings that make a turn lean on the
@@ -68,6 +71,12 @@ class QueryEncoder:
         self._queue: queue.SimpleQueue[tuple[str, Future[np.ndarray]]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        # Forward passes by batch size (index = size); written by the worker only, read by /metrics.
+        self._batches = [0] * (max_batch + 1)
+
+    def batch_sizes(self) -> list[int]:
+        """How many forward passes encoded 0, 1, 2, ... questions together."""
+        return list(self._batches)
 
     def _run(self) -> None:
         # OpenMP thread counts are per thread: set them where the model runs.
@@ -79,6 +88,7 @@ class QueryEncoder:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            self._batches[len(batch)] += 1
             try:
                 vectors = self.embedder.encode([text for text, _ in batch])
             except Exception as exc:  # hand the failure to every waiting request
@@ -118,6 +128,7 @@ class RagService:
         self._reload_lock = threading.Lock()
         self._failed_version: str | None = None  # a build that failed to load; retried when the link moves
         self.error: str | None = None
+        self.loads = 0  # indexes loaded since start (/metrics)
         # Optional LLM writer (RAG_LLM_BASE_URL); the extractive answer is its fallback.
         self.generator = None
         if settings.llm_base_url:
@@ -160,9 +171,16 @@ class RagService:
                 self.error = str(exc)
                 self._failed_version = version
                 return False
+            previous = self._state.version if self._state is not None else None
             self._state = _State(data, Retriever(data, self.settings), AnswerComposer(data, self.settings), version)
+            self.loads += 1
             self.error = None
             self._failed_version = None
+            log.info("index loaded from build %s (built %s, %d chunks)%s", version, data.manifest.get("built_at"),
+                     len(data.chunks), f"; replaces build {previous}" if previous else "")
+            if previous is not None:
+                del data
+                release_memory()
             return True
 
     @property
@@ -220,18 +238,27 @@ class RagService:
 
     def search(self, query: str, top_k: int | None = None, mode: str = "hybrid") -> list[Hit]:
         state = self.require()
-        return state.retriever.retrieve(self._query(state, query), self._top_k(top_k), mode)
+        text = normalize_question(query, self.settings.max_question_chars).text
+        return state.retriever.retrieve(self._query(state, text), self._top_k(top_k), mode)
 
     def ask(
         self,
-        question: str,
+        question: str | NormalizedQuestion,
         top_k: int | None = None,
         mode: str = "hybrid",
         context: Sequence[tuple[str, float]] = (),
     ) -> Answer:
-        """Answer one question. ``context`` is earlier text with token weights (follow-ups)."""
+        """Answer one question. ``context`` is earlier text with token weights (follow-ups).
+
+        Raises:
+            QuestionRejected: the question is empty once normalised, or too long.
+        """
         if mode not in MODES:
             raise ValueError(f"Unknown retrieval mode '{mode}'. Choose one of {list(MODES)}")
+        # Retrieval and matching use the normalised text; the answer shows what was typed.
+        if isinstance(question, str):
+            question = normalize_question(question, self.settings.max_question_chars)
+        display, question = question.display, question.text
         state = self.require()
         k = self._top_k(top_k)
         query = self._query(state, question, context)
@@ -244,7 +271,7 @@ class RagService:
             # The LLM sees the earlier turn a follow-up leans on.
             asked = f"（上文：{context[0][0]}）{question}" if context else question
             answer = self.generator.generate(asked, hits[:k], answer)
-        answer = replace(answer, hits=tuple(hits[:k]))
+        answer = replace(answer, question=display, hits=tuple(hits[:k]))
         return answer
 
     def chat(self, turns: Sequence[Turn], top_k: int | None = None, mode: str = "hybrid") -> Answer:
@@ -260,8 +287,9 @@ class RagService:
                 raise ValueError(f"Unknown role '{t.role}'. Choose one of {list(ROLES)}")
         if turns[-1].role != "user":
             raise ValueError("the last message must be a user turn")
-        question = turns[-1].content.strip()
-        context = self.follow_up_context(turns)
+        question = normalize_question(turns[-1].content, self.settings.max_question_chars)
+        context = self.follow_up_context([*(Turn(t.role, retrieval_text(t.content)) for t in turns[:-1]),
+                                          Turn("user", question.text)])
         return self.ask(question, top_k, mode, context)
 
     @staticmethod
