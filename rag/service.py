@@ -179,7 +179,6 @@ class RagService:
             log.info("index loaded from build %s (built %s, %d chunks)%s", version, data.manifest.get("built_at"),
                      len(data.chunks), f"; replaces build {previous}" if previous else "")
             if previous is not None:
-                del data
                 release_memory()
             return True
 
@@ -256,9 +255,9 @@ class RagService:
         if mode not in MODES:
             raise ValueError(f"Unknown retrieval mode '{mode}'. Choose one of {list(MODES)}")
         # Retrieval and matching use the normalised text; the answer shows what was typed.
-        if isinstance(question, str):
-            question = normalize_question(question, self.settings.max_question_chars)
-        display, question = question.display, question.text
+        typed = question if isinstance(question, NormalizedQuestion) else normalize_question(
+            question, self.settings.max_question_chars)
+        question = typed.text
         state = self.require()
         k = self._top_k(top_k)
         query = self._query(state, question, context)
@@ -271,7 +270,7 @@ class RagService:
             # The LLM sees the earlier turn a follow-up leans on.
             asked = f"（上文：{context[0][0]}）{question}" if context else question
             answer = self.generator.generate(asked, hits[:k], answer)
-        answer = replace(answer, question=display, hits=tuple(hits[:k]))
+        answer = replace(answer, question=typed.display, hits=tuple(hits[:k]))
         return answer
 
     def chat(self, turns: Sequence[Turn], top_k: int | None = None, mode: str = "hybrid") -> Answer:
