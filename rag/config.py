@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = None
     cors_origins: list[str] = []
     reload_watch_seconds: float = Field(2.0, ge=0.0)  # 0 turns the index watch off
+    # Server logs: text lines, or one JSON object per line carrying the request id.
+    log_format: Literal["text", "json"] = "text"
 
     # Optional LLM generation through an OpenAI-compatible server.
     llm_base_url: str | None = None

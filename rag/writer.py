@@ -39,8 +39,13 @@ class WriterConfig:
 
 def abstain(query: Query, verdict: Verdict, hits: Sequence[Hit]) -> Answer:
     """The not-found answer: no citations, the closest passages as hits."""
-    return Answer(ABSTAIN_TEXT, True, (), tuple(hits), verdict.probability, query.text,
+    return Answer(ABSTAIN_TEXT, True, (), tuple(hits), verdict.probability, shown_question(query),
                   rewritten=query.rewritten, note=verdict.reason)
+
+
+def shown_question(query: Query) -> str:
+    """The question an answer names: the rewritten one for a follow-up, else what was typed."""
+    return query.text if query.rewritten else (query.asked or query.text)
 
 
 def closest_passages(hits: Sequence[Hit], n: int = 3, chars: int = 80) -> list[str]:
@@ -88,8 +93,8 @@ class ExtractiveWriter:
         # read every sentence of them, so its choice ranks better than retrieval alone.
         cited = list(dict.fromkeys([best.hit.chunk.chunk_id] + [item.hit.chunk.chunk_id for _, item in groups]))
         ordered = sorted(hits, key=lambda h: cited.index(h.chunk.chunk_id) if h.chunk.chunk_id in cited else len(cited))
-        return Answer("".join(parts), False, tuple(citations), tuple(ordered), verdict.probability, query.text,
-                      lead=lead or "", rewritten=query.rewritten)
+        return Answer("".join(parts), False, tuple(citations), tuple(ordered), verdict.probability,
+                      shown_question(query), lead=lead or "", rewritten=query.rewritten)
 
     # --- the lead value ---------------------------------------------------------------
 

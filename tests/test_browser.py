@@ -207,7 +207,7 @@ def test_errors_shown(base_url, context):
     err = page.locator(".msg.error")
     err.wait_for()
     assert "422" in err.inner_text()
-    assert "at most 1000 characters" in err.inner_text()
+    assert "最多 1000 个字符" in err.inner_text()
     assert page.locator("#question").input_value() == long_q
     page.screenshot(path=artifact("error.png"))
 
