@@ -207,6 +207,85 @@ def _narrow_column_joins(lines: list[_Line], idx: int, continuing: bool) -> bool
     return False
 
 
+# Ending a title never needs these: a line ending in one is a clause cut by the column.
+_CLAUSE_TAIL = "的和与为是在将把对由等并或以从被给于其"
+# A line ending in a job title (optionally followed by the person's name) labels a quote.
+_ROLE_LINE = re.compile(
+    rf"(?:CEO|主任|经理|董事长|总裁|负责人|秘书长|书记|委员|院长|研究员|创始人|局长|处长|部长|主席|董事|所长|会长)"
+    rf"[{CJK}]{{0,3}}$"
+)
+_CREDIT_MARK = re.compile(r"[/／]")
+_LABEL = re.compile(r"^[【\[［(（]|[>》]{2,}\s*$")  # "【代表企业】", "平台发展方向>>>", "(2020年3月-5月)"
+_CAPTION = re.compile(r"(?:效果|鸟瞰|示意|全景|航拍)?图$")
+_CLAUSE_HEAD = re.compile(r"^(?:的|了|随着|围绕|作为|位于|为了)")
+_CUT_NAME = re.compile(r"(?:有限|股份有限|研究)$")  # "…科技有限" / "公司": a company or centre name cut short
+_MID_STOP = re.compile(r"[。？?；;]")
+_CJK_CHAR = re.compile(rf"[{CJK}]")
+_WORDS = None
+
+
+def _jieba():
+    """jieba's default dictionary, loaded on the first call (not at import)."""
+    global _WORDS
+    if _WORDS is None:
+        import jieba
+
+        jieba.setLogLevel(60)
+        _WORDS = jieba.Tokenizer()
+    return _WORDS
+
+
+def _cut_mid_word(line: str, following: str) -> bool:
+    """Does a word run across the break ("城市发" / "展研究中心")? Then the line is a column fragment."""
+    if not following or not _CJK_CHAR.match(line[-1]) or not _CJK_CHAR.match(following[0]):
+        return False
+    # A short unpunctuated next line is a heading of its own ("…可互认" / "股权融资…" is no word "认股").
+    if len(following) <= 12 and not _ends_sentence(following) and following[-1] not in CONTINUES:
+        return False
+    tail, head = line[-6:], following[:6]
+    pos = 0
+    for word in _jieba().lcut(tail + head, HMM=False):
+        if pos < len(tail) < pos + len(word):
+            return True
+        pos += len(word)
+    return False
+
+
+def is_fragment(line: str, following: str = "") -> bool:
+    """Is a short unpunctuated line a piece of a sentence cut by a narrow column, not a heading?
+
+    Signs: a sentence stop inside it ("…更高效？杭州城市大"), a last clause of one
+    or two characters after a comma ("以现有产业为基础，以半"), a function word at
+    the end ("…成立于"), or a word that runs on into ``following`` ("城市发" / "展").
+    """
+    stripped = line.rstrip(CLOSERS)
+    if _MID_STOP.search(stripped):
+        return True
+    if _CLAUSE_HEAD.match(stripped):  # "的“推动发展、加力提速”", "随着…": goes on from or into prose
+        return True
+    if "，" in stripped and len(_CJK_CHAR.findall(stripped.rsplit("，", 1)[1])) < 4:
+        return True
+    return (stripped[-1:] in _CLAUSE_TAIL or bool(_CUT_NAME.search(stripped))
+            or _cut_mid_word(stripped, following))
+
+
+def names_section(text: str) -> bool:
+    """Can this heading serve as a passage title? (Not a byline, role, date, label or caption.)
+
+    Headings that stay in the structure but name nothing: "通讯员 / 许莉莎",
+    "…管理办公室主任", "2020.3.25", "【代表企业】", "平台发展方向>>>", "…效果图".
+    """
+    return (
+        len(_CJK_CHAR.findall(text)) >= 4
+        and len(text) <= 40
+        and not _CREDIT_MARK.search(text)
+        and not _ROLE_LINE.search(text)
+        and not _LABEL.search(text)
+        and not _CAPTION.search(text)
+        and not is_fragment(text)
+    )
+
+
 def _glue(left: str, right: str) -> str:
     """No space between CJK (or digit/CJK) pieces; one space between Latin words."""
     if left and right and re.match(r"[A-Za-z]", left[-1]) and re.match(r"[A-Za-z]", right[0]):
@@ -278,7 +357,8 @@ def clean_document(doc: Document) -> CleanDocument:
                 h = headings[pending_title_idx]
                 headings[pending_title_idx] = Heading(h.start, h.end, h.text, 1)
             pending_title_idx = None
-        elif md or (standalone and not _ends_sentence(line) and len(line) <= 40):
+        elif md or (standalone and not _ends_sentence(line) and len(line) <= 40
+                    and not is_fragment(line, nxt.text if nxt else "")):
             is_heading = True
             level = 1 if md else 2
             headings.append(Heading(start, pos, line, level))
@@ -288,7 +368,7 @@ def clean_document(doc: Document) -> CleanDocument:
         after_heading = is_heading
         continuing = joins
     text = "".join(parts)
-    title = next((h.text for h in headings if len(h.text) >= 4), doc.doc_id)
+    title = next((h.text for h in headings if names_section(h.text)), doc.doc_id)
     return CleanDocument(
         doc.doc_id, doc.path, doc.sha256, text, tuple(segments), tuple(headings), title
     )
@@ -306,12 +386,12 @@ def line_span(doc: CleanDocument, start: int, end: int) -> tuple[int, int]:
     return offset_to_line(doc, start), offset_to_line(doc, max(start, end - 1))
 
 
-def title_at(doc: CleanDocument, offset: int, min_len: int = 4) -> str:
-    """The nearest heading at or before ``offset`` that is long enough to name a section."""
+def title_at(doc: CleanDocument, offset: int) -> str:
+    """The nearest heading at or before ``offset`` that names a section (see :func:`names_section`)."""
     best = doc.title
     for h in doc.headings:
         if h.start > offset:
             break
-        if len(h.text) >= min_len:
+        if names_section(h.text):
             best = h.text
     return best

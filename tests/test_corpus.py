@@ -17,6 +17,7 @@ from rag.chunking import make_chunks, split_sentences
 from rag.corpus import (
     CorpusLoadError,
     clean_document,
+    is_fragment,
     line_span,
     load_corpus,
     offset_to_line,
@@ -399,3 +400,47 @@ def test_chunks_of_an_article_carry_its_heading_as_title(cleaned):
     # The byline under the heading does not become the title.
     assert title_at(doc, doc.text.index("钱塘江畔，正在澎湃")) == "杭州综保区：打造外向型经济新引擎"
     assert doc.title == "以改革创新实现稳进提质"
+
+
+def chunk_titles(cleaned) -> set[str]:
+    titles: set[str] = set()
+    for doc in cleaned.values():
+        titles |= {c.title for c in make_chunks(doc, split_sentences(doc), 300, 420, 1)}
+    return titles
+
+
+def test_passage_titles_are_headings_not_sentence_fragments(cleaned):
+    """Read against the corpus: a title is a whole heading, never a column line cut mid-sentence."""
+    titles = chunk_titles(cleaned)
+    for title in titles:
+        inner = title.rstrip("”’」』）)】》\"'")
+        assert len(re.findall(f"[{CJK}]", title)) >= 4, title
+        assert inner[-1] not in "，,、：:（(“《的和与为是在将把对由等并或以从被给于其", title
+        assert not re.search(r"[。？?；;]", inner), title  # a sentence stop inside: prose
+        assert not re.search(r"[/／]", title), title  # bylines and photo credits
+        assert not re.search(r"(?:主任|总经理|董事长|负责人|秘书长)$", title), title  # a person's job
+        assert not re.fullmatch(r"[\d.()（）年月\s-]+", title), title  # a date
+    # Column lines cut mid-word or mid-clause (raw lines of 002) are neither titles nor headings.
+    for fragment in ("以现有产业为基础，以半", "浙江大学区域与城市发", "以临江区块现有产业为",
+                     "如何让城市治理更高效？杭州城市大"):
+        assert fragment not in titles
+        assert all(h.text != fragment for h in cleaned["002"].headings)
+    # Real article and section headings of the corpus still name the text under them.
+    for prefix, heading in (("000", "杭州综保区：打造外向型经济新引擎"), ("000", "以高能级平台支撑高水平开放"),
+                            ("002", "杭州江东芯谷"), ("002", "杭州投资最大的集成电路项目落户新区"),
+                            ("002", "新区加速生命健康科创高地建设"), ("004", "钱塘区大手笔布局优化营商环境")):
+        doc = cleaned[prefix]
+        found = next(h for h in doc.headings if h.text == heading)
+        assert title_at(doc, found.end + 1) == heading
+
+
+def test_a_column_line_cut_mid_word_is_a_fragment_and_a_short_title_is_not():
+    # Made-up lines: a word running on across the break, a one-character clause after a comma,
+    # a function word at the end; and whole headings that must stay headings.
+    assert is_fragment("专家来自区域与城市发", "展研究中心，长期研究开发区的规划与建设。")
+    assert is_fragment("以新材料为基础，以光", "电产业为主导方向，重点发展显示材料。")
+    assert is_fragment("新园区的产业布局将")
+    assert is_fragment("效率更高了吗？园区的答")
+    assert not is_fragment("打造开放型经济新高地", "今年以来，园区新增企业200余家。")
+    assert not is_fragment("政策服务“可互认”", "人才落户“更便利”")
+    assert not is_fragment("路通了，生意也好做了")
