@@ -215,7 +215,8 @@ _ROLE_LINE = re.compile(
     rf"[{CJK}]{{0,3}}$"
 )
 _CREDIT_MARK = re.compile(r"[/／]")
-_LABEL = re.compile(r"^[【\[［(（]|[>》]{2,}\s*$")  # "【代表企业】", "平台发展方向>>>", "(2020年3月-5月)"
+# Sidebar labels keep their words as a title, without the marks: "【代表企业】", "平台发展方向>>>".
+_LABEL_MARKS = re.compile(r"^[【\[［]\s*|\s*[】\]］]$|\s*[>》]{2,}\s*$")
 _CAPTION = re.compile(r"(?:效果|鸟瞰|示意|全景|航拍)?图$")
 _CLAUSE_HEAD = re.compile(r"^(?:的|了|随着|围绕|作为|位于|为了)")
 _CUT_NAME = re.compile(r"(?:有限|股份有限|研究)$")  # "…科技有限" / "公司": a company or centre name cut short
@@ -269,21 +270,24 @@ def is_fragment(line: str, following: str = "") -> bool:
             or _cut_mid_word(stripped, following))
 
 
-def names_section(text: str) -> bool:
-    """Can this heading serve as a passage title? (Not a byline, role, date, label or caption.)
+def section_name(text: str) -> str | None:
+    """The passage title a heading gives, or None when it names nothing.
 
-    Headings that stay in the structure but name nothing: "通讯员 / 许莉莎",
-    "…管理办公室主任", "2020.3.25", "【代表企业】", "平台发展方向>>>", "…效果图".
+    Headings that stay in the structure but name nothing: bylines and credits
+    ("通讯员 / 许莉莎"), a person's job ("…管理办公室主任"), dates ("2020.3.25"),
+    photo captions ("…效果图") and column fragments (:func:`is_fragment`).
+    Sidebar labels lose their marks ("平台发展方向>>>" -> "平台发展方向").
     """
-    return (
-        len(_CJK_CHAR.findall(text)) >= 4
-        and len(text) <= 40
-        and not _CREDIT_MARK.search(text)
-        and not _ROLE_LINE.search(text)
-        and not _LABEL.search(text)
-        and not _CAPTION.search(text)
-        and not is_fragment(text)
+    name = _LABEL_MARKS.sub("", text)
+    ok = (
+        len(_CJK_CHAR.findall(name)) >= 4
+        and len(name) <= 40
+        and not _CREDIT_MARK.search(name)
+        and not _ROLE_LINE.search(name)
+        and not _CAPTION.search(name)
+        and not is_fragment(name)
     )
+    return name if ok else None
 
 
 def _glue(left: str, right: str) -> str:
@@ -368,7 +372,7 @@ def clean_document(doc: Document) -> CleanDocument:
         after_heading = is_heading
         continuing = joins
     text = "".join(parts)
-    title = next((h.text for h in headings if names_section(h.text)), doc.doc_id)
+    title = next((name for h in headings if (name := section_name(h.text))), doc.doc_id)
     return CleanDocument(
         doc.doc_id, doc.path, doc.sha256, text, tuple(segments), tuple(headings), title
     )
@@ -387,11 +391,10 @@ def line_span(doc: CleanDocument, start: int, end: int) -> tuple[int, int]:
 
 
 def title_at(doc: CleanDocument, offset: int) -> str:
-    """The nearest heading at or before ``offset`` that names a section (see :func:`names_section`)."""
+    """The name of the nearest heading at or before ``offset`` that names a section (:func:`section_name`)."""
     best = doc.title
     for h in doc.headings:
         if h.start > offset:
             break
-        if names_section(h.text):
-            best = h.text
+        best = section_name(h.text) or best
     return best

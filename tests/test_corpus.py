@@ -21,6 +21,7 @@ from rag.corpus import (
     line_span,
     load_corpus,
     offset_to_line,
+    section_name,
     title_at,
 )
 from rag.text import CJK, normalize_width
@@ -384,7 +385,7 @@ def test_every_sentence_and_chunk_has_a_title(cleaned):
         chunks = make_chunks(doc, sentences, 300, 420, 1)
         assert all(s.title.strip() for s in sentences), doc.doc_id
         assert all(c.title.strip() for c in chunks), doc.doc_id
-        names = {h.text for h in doc.headings} | {doc.title}
+        names = {section_name(h.text) for h in doc.headings} | {doc.title}
         assert {c.title for c in chunks} <= names
 
 
