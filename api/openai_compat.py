@@ -134,8 +134,9 @@ def _stream(answer: Answer, completion_id: str, created: int, model: str) -> Ite
     # Small pieces so a chat client shows the answer growing.
     for i in range(0, len(text), 24):
         yield event({"content": text[i : i + 24]})
-    citations = answer_to_dict(answer)["citations"]
-    yield event({}, "stop", {"citations": citations, "abstained": answer.abstained})
+    # The last chunk carries what a page needs besides the text (the chat page renders from it).
+    body = answer_to_dict(answer)
+    yield event({}, "stop", {k: body[k] for k in ("citations", "abstained", "confidence", "hits", "note")})
     yield "data: [DONE]\n\n"
 
 
