@@ -19,6 +19,7 @@ from rag.text import CJK, normalize_width
 from rag.types import CleanDocument, Document, Heading, Segment
 
 SUFFIXES = (".txt", ".md")
+LIST_ITEM = 3  # heading level of an item in a run of short lines (see _mark_list_items)
 TERMINAL = "。！？!?；;…"
 CLOSERS = "”’」』）)】》\"'"
 # A line ending in one of these continues on the next line.
@@ -297,6 +298,25 @@ def _glue(left: str, right: str) -> str:
     return ""
 
 
+def _mark_list_items(headings: list[Heading], run: int = 4, width: int = 10) -> list[Heading]:
+    """Runs of ``run`` or more short headings with nothing between them are list items.
+
+    A magazine's keyword cloud or company list ("集成电路 / 柔性 / 电子显示 / …")
+    comes out as one short line after another; none of them heads the text
+    that follows, so they get :data:`LIST_ITEM` and name no passage.
+    """
+    out = list(headings)
+    i = 0
+    while i < len(out):
+        j = i
+        while j + 1 < len(out) and out[j + 1].start == out[j].end + 1 and len(out[j + 1].text) <= width:
+            j += 1
+        if j - i + 1 >= run and len(out[i].text) <= width:
+            out[i : j + 1] = [Heading(h.start, h.end, h.text, LIST_ITEM) for h in out[i : j + 1]]
+        i = j + 1
+    return out
+
+
 def clean_document(doc: Document) -> CleanDocument:
     """Clean one document and keep the map back to raw lines.
 
@@ -371,8 +391,9 @@ def clean_document(doc: Document) -> CleanDocument:
             pending_title_idx = None
         after_heading = is_heading
         continuing = joins
+    headings = _mark_list_items(headings)
     text = "".join(parts)
-    title = next((name for h in headings if (name := section_name(h.text))), doc.doc_id)
+    title = next((name for h in headings if h.level != LIST_ITEM and (name := section_name(h.text))), doc.doc_id)
     return CleanDocument(
         doc.doc_id, doc.path, doc.sha256, text, tuple(segments), tuple(headings), title
     )
@@ -396,5 +417,6 @@ def title_at(doc: CleanDocument, offset: int) -> str:
     for h in doc.headings:
         if h.start > offset:
             break
-        best = section_name(h.text) or best
+        if h.level != LIST_ITEM:
+            best = section_name(h.text) or best
     return best

@@ -15,6 +15,7 @@ import pytest
 
 from rag.chunking import make_chunks, split_sentences
 from rag.corpus import (
+    LIST_ITEM,
     CorpusLoadError,
     clean_document,
     is_fragment,
@@ -445,3 +446,14 @@ def test_a_column_line_cut_mid_word_is_a_fragment_and_a_short_title_is_not():
     assert not is_fragment("打造开放型经济新高地", "今年以来，园区新增企业200余家。")
     assert not is_fragment("政策服务“可互认”", "人才落户“更便利”")
     assert not is_fragment("路通了，生意也好做了")
+
+
+def test_a_run_of_short_lines_is_a_list_and_names_no_passage(cleaned):
+    """A keyword cloud in 002 ("集成电路 / 柔性 / 电子显示 / 智能终端 / …") is list items, not headings."""
+    doc = cleaned["002"]
+    items = [h for h in doc.headings if h.text in ("电子显示", "智能终端", "人工智能", "虚拟显示")]
+    assert len(items) == 4 and all(h.level == LIST_ITEM for h in items)
+    last = max(items, key=lambda h: h.start)
+    assert title_at(doc, last.end + 1) not in {h.text for h in items}
+    # Two title lines in a row are no list ("轻装上阵" / "钱塘再出发").
+    assert all(h.level != LIST_ITEM for h in doc.headings if h.text in ("轻装上阵", "钱塘再出发"))
