@@ -253,22 +253,33 @@ def _cut_mid_word(line: str, following: str) -> bool:
     return False
 
 
+def _runs_on(line: str, following: str) -> bool:
+    """Does this unpunctuated line go on into ``following``? (A column cut it mid-sentence.)
+
+    Signs: a last clause of one or two characters after a comma ("以现有产业为基础，以半"),
+    a function word or a cut company name at the end ("…成立于", "…科技有限"), or a
+    word that runs on across the break ("城市发" / "展").
+    """
+    if "，" in line and len(_CJK_CHAR.findall(line.rsplit("，", 1)[1])) < 4:
+        return True
+    return _ends_with_particle(line) or bool(_CUT_NAME.search(line)) or _cut_mid_word(line, following)
+
+
+def _ends_with_particle(line: str) -> bool:
+    """Is the last word a lone function word ("成立|于", "机制|和"), not part of one ("参与")?"""
+    if line[-1:] not in _CLAUSE_TAIL:
+        return False
+    return len(_jieba().lcut(line[-6:], HMM=False)[-1]) == 1
+
+
 def is_fragment(line: str, following: str = "") -> bool:
     """Is a short unpunctuated line a piece of a sentence cut by a narrow column, not a heading?
 
-    Signs: a sentence stop inside it ("…更高效？杭州城市大"), a last clause of one
-    or two characters after a comma ("以现有产业为基础，以半"), a function word at
-    the end ("…成立于"), or a word that runs on into ``following`` ("城市发" / "展").
+    Besides running on into ``following`` (:func:`_runs_on`): a sentence stop inside
+    it ("…更高效？杭州城市大"), or an opening that goes on from the line before ("的…").
     """
     stripped = line.rstrip(CLOSERS)
-    if _MID_STOP.search(stripped):
-        return True
-    if _CLAUSE_HEAD.match(stripped):  # "的“推动发展、加力提速”", "随着…": goes on from or into prose
-        return True
-    if "，" in stripped and len(_CJK_CHAR.findall(stripped.rsplit("，", 1)[1])) < 4:
-        return True
-    return (stripped[-1:] in _CLAUSE_TAIL or bool(_CUT_NAME.search(stripped))
-            or _cut_mid_word(stripped, following))
+    return bool(_MID_STOP.search(stripped) or _CLAUSE_HEAD.match(stripped)) or _runs_on(stripped, following)
 
 
 def section_name(text: str) -> str | None:
@@ -372,6 +383,9 @@ def clean_document(doc: Document) -> CleanDocument:
             or _narrow_column_joins(kept, idx, continuing)
             or (nxt is not None and not nxt.markdown_heading and not _ends_sentence(line)
                 and bool(_WORD_TAIL.match(nxt.text)))
+            # A short column line cut mid-word or mid-clause ("以现有产业为基础，以半" / "导体产业…").
+            or (nxt is not None and not nxt.starts_new and not _ends_sentence(line)
+                and line[-1] not in CLOSERS and _runs_on(line, nxt.text))
         )
         standalone = not continuing and not joins
         is_heading = False

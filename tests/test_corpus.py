@@ -417,7 +417,8 @@ def test_passage_titles_are_headings_not_sentence_fragments(cleaned):
     for title in titles:
         inner = title.rstrip("”’」』）)】》\"'")
         assert len(re.findall(f"[{CJK}]", title)) >= 4, title
-        assert inner[-1] not in "，,、：:（(“《的和与为是在将把对由等并或以从被给于其", title
+        # (No 与 here: "…企业参与" is a whole word.)
+        assert inner[-1] not in "，,、：:（(“《的和为是在将把对由等并或以从被给于其", title
         assert not re.search(r"[。？?；;]", inner), title  # a sentence stop inside: prose
         assert not re.search(r"[/／]", title), title  # bylines and photo credits
         assert not re.search(r"(?:主任|总经理|董事长|负责人|秘书长)$", title), title  # a person's job
@@ -457,3 +458,12 @@ def test_a_run_of_short_lines_is_a_list_and_names_no_passage(cleaned):
     assert title_at(doc, last.end + 1) not in {h.text for h in items}
     # Two title lines in a row are no list ("轻装上阵" / "钱塘再出发").
     assert all(h.level != LIST_ITEM for h in doc.headings if h.text in ("轻装上阵", "钱塘再出发"))
+
+
+def test_column_line_cut_mid_word_or_clause_is_rejoined(cleaned):
+    """Raw lines 1469/1471 and 2990/2992 of 002: short column lines broken inside a word."""
+    text = cleaned["002"].text
+    assert "以现有产业为基础，以半导体产业、未来产业为主导方向" in text
+    assert "浙江大学区域与城市发展研究中心执行主任" in text
+    # A subtitle ending in a whole word ("参与") stays its own line.
+    assert "\n线上线下230余家企业参与\n" in text
