@@ -429,6 +429,7 @@ def test_stop_button_cancels_the_question(base_url, context):
     stop.wait_for(state="visible")
     assert not page.locator("#send").is_visible()
     assert stop.get_attribute("aria-label") == "停止回答"
+    page.screenshot(path=artifact("waiting.png"))
     stop.click()
     page.locator(".msg.stopped").wait_for()
     assert page.locator("#send").is_visible() and not stop.is_visible()
