@@ -242,7 +242,8 @@ def _cut_mid_word(line: str, following: str) -> bool:
     if not following or not _CJK_CHAR.match(line[-1]) or not _CJK_CHAR.match(following[0]):
         return False
     # A short unpunctuated next line is a heading of its own ("…可互认" / "股权融资…" is no word "认股").
-    if len(following) <= 12 and not _ends_sentence(following) and following[-1] not in CONTINUES:
+    if (len(following) <= 12 and not _ends_sentence(following) and following[-1] not in CONTINUES
+            and "，" not in following):
         return False
     tail, head = line[-6:], following[:6]
     pos = 0
