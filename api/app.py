@@ -299,13 +299,14 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
              responses={503: {"model": HealthResponse}})
     def health(svc: Service) -> Any:
         """Readiness: 200 when the index is loaded, 503 with the command to run when not."""
-        body = HealthResponse(status="not ready", ready=False, model=svc.embedder.name, detail=svc.error)
+        llm = svc.generator is not None
+        body = HealthResponse(status="not ready", ready=False, model=svc.embedder.name, llm=llm, detail=svc.error)
         if svc.ready:
             data = svc.data
             # detail: why a rebuilt index was not loaded, if it was not (the previous one keeps serving).
             body = HealthResponse(status="ok", ready=True, chunks=len(data.chunks), documents=len(data.documents),
                                   model=svc.embedder.name, backend=svc.embedder.backend,
-                                  index_built_at=data.manifest.get("built_at"),
+                                  index_built_at=data.manifest.get("built_at"), llm=llm,
                                   detail=svc.error)
             return body
         return JSONResponse(body.model_dump(), status_code=503)

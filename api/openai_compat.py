@@ -146,8 +146,10 @@ def _stream(answer: Answer, completion_id: str, created: int, model: str, used: 
     # Small pieces so a chat client shows the answer growing.
     for i in range(0, len(text), 24):
         yield delta({"content": text[i : i + 24]})
-    citations = answer_to_dict(answer)["citations"]
-    yield delta({}, "stop", {"citations": citations, "abstained": answer.abstained})
+    # The last chunk carries what a page needs besides the text (the chat page renders from it).
+    body = answer_to_dict(answer)
+    keys = ("citations", "abstained", "confidence", "hits", "note", "question", "rewritten", "lead")
+    yield delta({}, "stop", {k: body[k] for k in keys})
     if used is not None:
         yield event([], {"usage": used.model_dump()})
     yield "data: [DONE]\n\n"

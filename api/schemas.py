@@ -111,6 +111,7 @@ class HealthResponse(BaseModel):
     model: str
     backend: str | None = Field(None, description="How the model runs: onnx or torch")
     index_built_at: str | None = None
+    llm: bool = Field(False, description="An LLM writes the answers (RAG_LLM_BASE_URL is set)")
     detail: str | None = None
 
 
