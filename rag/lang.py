@@ -101,11 +101,12 @@ MARKER = re.compile(r"\[\d+\]")
 PRONOUN = re.compile(
     r"它们|它的|它|他们|她们|该(?:公司|企业|平台|园区|项目|区|地|市|县|镇|园|集团|基地|中心)|这家(?:公司|企业)?|那家(?:公司|企业)?"
     r"|这个(?:平台|园区|项目|地方)?|那个(?:平台|园区|项目|地方)?|其(?=[^他中次余实])|此地|那里|这里"
+    r"|^这(?=[占是有在为比])"
 )
 # Pronouns, demonstratives and elliptical endings that make a turn lean on the previous one.
 FOLLOW_UP = re.compile(
     r"它|他们|她们|他的|她的|其中|该[地区市县镇园企公平项]|这个|那个|这里|那里|这些|那些|这家|那家|此[处地外]|上述|前者|后者"
-    r"|^(那|那么|还有|另外|此外|同时|以及|并且)|呢[？?。\s]*$"
+    r"|^(那|那么|还有|另外|此外|同时|以及|并且)|^这(?=[占是有在为比])|呢[？?。\s]*$"
 )
 # "从75秒缩减至5秒": a change states two values; a question about where it went
 # ("缩短到几秒", "降至多少") asks for the second, one about where it started ("从多少") the first.
