@@ -292,7 +292,8 @@ async function streamAnswer(turns, bubble, signal) {
   return {
     answer: answerPart(text), abstained: !!last.abstained, confidence: last.confidence,
     citations: last.citations || [], hits: last.hits || [], note: last.note || "",
-    question: turns[turns.length - 1].content,
+    // The server's reading of the question (a follow-up rewritten with its subject).
+    question: last.question || turns[turns.length - 1].content,
   };
 }
 
