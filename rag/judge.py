@@ -313,15 +313,17 @@ def fit(
     if len(set(y)) < 2:
         raise ValueError("The judge needs both right and wrong answers to learn from; the dev run has only one kind.")
 
+    repeats = 5
+
     def oof(c: float) -> np.ndarray:
         out = np.zeros(len(y))
         # Repeated with shuffled folds: the dev split is small.
-        for rep in range(3):
+        for rep in range(repeats):
             skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed + rep)
             for train, test in skf.split(x, y):
                 mean, scale = x[train].mean(0), x[train].std(0) + 1e-9
                 m = LogisticRegression(C=c, max_iter=2000).fit((x[train] - mean) / scale, y[train])
-                out[test] += m.predict_proba((x[test] - mean) / scale)[:, 1] / 3
+                out[test] += m.predict_proba((x[test] - mean) / scale)[:, 1] / repeats
         return out
 
     grid = (0.03, 0.1, 0.3, 1.0, 3.0)
