@@ -144,7 +144,11 @@ class CrossEncoderReader:
         self.score("预热", ["预热。"])  # the first run allocates; keep it out of requests
 
     def score(self, question: str, sentences: Sequence[str]) -> np.ndarray:
-        """P(sentence states the answer) for each sentence, float32 in [0, 1], in one ONNX call."""
+        """P(sentence states the answer) for each sentence, float32 in [0, 1], in one ONNX call.
+
+        Dynamic int8 quantisation scales activations per call, so a sentence's score
+        moves by a few thousandths with the other sentences in the call.
+        """
         if not sentences:
             return np.zeros(0, dtype=np.float32)
         if self._session is None:

@@ -146,7 +146,7 @@ def _negatives(scored: Sequence[ScoredSentence], exclude: Collection[int], answe
     return picked
 
 
-def handwritten_examples(svc: RagService, rows: Sequence[dict[str, Any]], texts: _Texts, cfg: TrainConfig,
+def handwritten_examples(svc: RagService, rows: Sequence[dict[str, Any]], texts: _Texts,
                          rng: random.Random) -> list[tuple[str, int, int, str]]:
     """(question, sentence id, label, source) for the hand-written questions."""
     keys = [match_key(s.text) for s in texts.sentences]
@@ -278,7 +278,7 @@ def template_examples(svc: RagService, texts: _Texts, budget: int, rng: random.R
     order = [s.sent_id for s in sents if 12 <= len(s.text) <= 200 and _SPANS.search(s.text)]
     rng.shuffle(order)
     out: list[tuple[str, int, int, str]] = []
-    bar = _progress(None, "template questions", total=budget)
+    bar = _progress(None, "template questions", total=budget, unit="pair")
     for sid in order:
         if len(out) >= budget:
             break
@@ -306,7 +306,7 @@ def build_examples(svc: RagService, cfg: TrainConfig, rows: Sequence[dict[str, A
     """All training pairs, deterministic for a seed (and the same index and corpus)."""
     rng = random.Random(cfg.seed)
     texts = _Texts(svc)
-    written = handwritten_examples(svc, rows, texts, cfg, rng) * cfg.handwritten_repeats
+    written = handwritten_examples(svc, rows, texts, rng) * cfg.handwritten_repeats
     budget = max(cfg.max_pairs - len(written), cfg.max_pairs // 4)
     raw = written + template_examples(svc, texts, budget, rng)
     if len(raw) > cfg.max_pairs:
@@ -328,18 +328,13 @@ def write_examples(examples: Sequence[Example], path: Path) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
-def read_examples(path: Path) -> list[Example]:
-    with gzip.open(path, "rt", encoding="utf-8") as fh:
-        return [Example(**json.loads(line)) for line in fh if line.strip()]
-
-
 # --- training -----------------------------------------------------------------
 
 
-def _progress(items: Any, desc: str, total: int | None = None) -> Any:
+def _progress(items: Any, desc: str, total: int | None = None, unit: str = "question") -> Any:
     from tqdm import tqdm
 
-    return tqdm(items, desc=desc, total=total, unit="q" if items is not None else "pair", leave=False)
+    return tqdm(items, desc=desc, total=total, unit=unit, leave=False)
 
 
 def _batches(lengths: Sequence[int], size: int, rng: random.Random) -> Iterator[list[int]]:
@@ -396,7 +391,7 @@ def train_model(examples: Sequence[Example], base: Path, cfg: TrainConfig) -> An
     rng = random.Random(cfg.seed)
     model.train()
     for epoch in range(cfg.epochs):
-        bar = _progress(list(_batches(lengths, cfg.batch_size, rng)), f"epoch {epoch + 1}/{cfg.epochs}")
+        bar = _progress(list(_batches(lengths, cfg.batch_size, rng)), f"epoch {epoch + 1}/{cfg.epochs}", unit="batch")
         total = 0.0
         for n, batch in enumerate(bar, start=1):
             logits = model(**_pad([rows[i] for i in batch])).logits[:, 0]
@@ -530,11 +525,20 @@ def dev_metrics(rows: Sequence[_DevRow]) -> dict[str, Any]:
         }
 
     unanswerable = [r for r in rows if not r.answerable]
+    reader_right = [bool(r.holds[int(np.argmax(r.reader))]) for r in answerable]
+    rules_right = [bool(r.holds[0]) for r in answerable]
     return {
-        "answerable": block(answerable) | {"combination_cv_top1": round(cv, 3), "combination_weight": w},
+        "answerable": block(answerable) | {
+            "combination_cv_top1": round(cv, 3), "combination_weight": w,
+            "reader_fixes": sum(a and not b for a, b in zip(reader_right, rules_right, strict=True)),
+            "reader_breaks": sum(b and not a for a, b in zip(reader_right, rules_right, strict=True)),
+        },
         "by_type": {t: block([r for r in answerable if r.type == t]) for t in sorted({r.type for r in answerable})},
         "auc_max_reader_answerable_vs_unanswerable": _round(roc_auc(
             [float(r.reader.max()) for r in answerable], [float(r.reader.max()) for r in unanswerable])),
+        # The reader's probability for the sentence the rules would cite: a judge feature.
+        "auc_reader_on_rules_top": _round(roc_auc(
+            [float(r.reader[0]) for r in answerable], [float(r.reader[0]) for r in unanswerable])),
         "auc_service_confidence": _round(roc_auc(
             [r.confidence for r in answerable], [r.confidence for r in unanswerable])),
         "unanswerable_questions": len(unanswerable),
@@ -555,6 +559,16 @@ def latency_ms(reader: CrossEncoderReader, question: str, texts: Sequence[str], 
         reader.score(question, picked)
         times.append((time.perf_counter() - t0) * 1000)
     return round(float(np.median(times)), 1)
+
+
+def measure_dev(svc: RagService, reader: CrossEncoderReader, gold: Path) -> dict[str, Any]:
+    """Dev-split figures of a reader for each input form of :func:`pair_text`."""
+    texts = _Texts(svc)
+    dev: dict[str, Any] = {}
+    for context in ("sentence", "title"):
+        scorer = lambda q, sids, c=context: reader.score(q, [texts.text(i, c) for i in sids])  # noqa: E731
+        dev[context] = dev_metrics(dev_rows(svc, scorer, gold))
+    return dev
 
 
 # --- the command --------------------------------------------------------------
@@ -598,10 +612,7 @@ def train_reader(cfg: TrainConfig, settings: Settings) -> dict[str, Any]:
     }
 
     texts = _Texts(svc)
-    dev: dict[str, Any] = {}
-    for context in ("sentence", "title"):
-        scorer = lambda q, sids, c=context: reader.score(q, [texts.text(i, c) for i in sids])  # noqa: E731
-        dev[context] = dev_metrics(dev_rows(svc, scorer, cfg.gold))
+    dev = measure_dev(svc, reader, cfg.gold)
     chosen = max(dev, key=lambda c: (dev[c]["answerable"]["reader_top1"], dev[c]["answerable"]["combination_cv_top1"]))
     # Latency on real candidate lists: the sentences retrieval brings for the hand-written questions.
     sample = [texts.text(s.sentence.sent_id, chosen) for row in rows[:4] for s in candidates(svc, row["question"])]
