@@ -1,4 +1,4 @@
-"""The ``rag`` command: ``index rebuild | ask | search | eval | bench | serve``.
+"""The ``rag`` command: ``index rebuild | ask | search | eval | bench | serve | reader train``.
 
 Builds the one :class:`Settings` from the environment (and flags) and passes it
 down. ``main(argv) -> int`` so tests can call it in-process.
@@ -96,6 +96,12 @@ def _cmd_judge_fit(args: argparse.Namespace) -> int:
     return run_judge_fit_command(args, _settings(args))
 
 
+def _cmd_reader_train(args: argparse.Namespace) -> int:
+    from rag.reader_train import run_train_command
+
+    return run_train_command(args, _settings(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rag", description=__doc__.splitlines()[0])
     parser.add_argument("--corpus-dir", dest="corpus_dir", type=Path, help="default: corpus (RAG_CORPUS_DIR)")
@@ -154,6 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--report", type=Path, default=Path("eval/reports/bench.md"))
     bench.add_argument("--skip-build", action="store_true", help="skip the index build timings")
     bench.set_defaults(func=_cmd_bench)
+
+    reader = sub.add_parser("reader", help="the trained sentence reader")
+    rsub = reader.add_subparsers(dest="reader_command", required=True)
+    rt = rsub.add_parser("train", help="make data, train, export int8 ONNX and measure on dev")
+    rt.add_argument("--out", type=Path, default=Path("models/reader"), help="default: models/reader")
+    rt.add_argument("--epochs", type=int, default=3)
+    rt.add_argument("--max-pairs", dest="max_pairs", type=int, default=14000)
+    rt.add_argument("--seed", type=int, default=13)
+    rt.set_defaults(func=_cmd_reader_train)
     return parser
 
 
