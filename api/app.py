@@ -23,6 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api import documents as documents_api
 from api import openai_compat
 from api.schemas import (
     AUTH_RESPONSES,
@@ -32,7 +33,6 @@ from api.schemas import (
     AskResponse,
     ChatRequest,
     DocumentResponse,
-    DocumentSummary,
     ErrorResponse,
     HealthResponse,
     Paragraph,
@@ -51,9 +51,10 @@ STATIC = Path(__file__).parent / "static"
 class BodyLimit:
     """Rejects request bodies over ``limit`` bytes with 413 before the app parses them."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, upload_limit: int | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.upload_limit = upload_limit or limit  # POST /documents (file uploads)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -61,8 +62,9 @@ class BodyLimit:
             return
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await self._reject(send)
+        limit = self.upload_limit if (scope["method"], scope["path"]) == ("POST", "/documents") else self.limit
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._reject(send, limit)
             return
         # Read the (bounded) body here so chunked uploads are limited too.
         chunks: list[bytes] = []
@@ -74,8 +76,8 @@ class BodyLimit:
                 break
             body = message.get("body", b"")
             size += len(body)
-            if size > self.limit:
-                await self._reject(send)
+            if size > limit:
+                await self._reject(send, limit)
                 return
             chunks.append(body)
             more = message.get("more_body", False)
@@ -90,8 +92,8 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _reject(self, send: Send) -> None:
-        body = f'{{"detail":"request body too large (limit {self.limit} bytes)"}}'.encode()
+    async def _reject(self, send: Send, limit: int) -> None:
+        body = f'{{"detail":"request body too large (limit {limit} bytes)"}}'.encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
@@ -163,6 +165,7 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
         if not svc.ready:
             log.warning("service not ready: %s", svc.error)
         app.state.service = svc
+        app.state.documents.start()  # resumes indexing that a restart interrupted
         stop = threading.Event()
         watcher = None
         if settings.reload_watch_seconds > 0:
@@ -170,6 +173,7 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
             watcher.start()
         yield
         stop.set()
+        app.state.documents.stop()
 
     app = FastAPI(
         title="Hangzhou industrial zones — cited answers",
@@ -182,7 +186,8 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    # Several files of up to max_upload_bytes each may come in one upload request.
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, upload_limit=4 * settings.max_upload_bytes + 2**20)
 
     @app.exception_handler(IndexNotReady)
     async def _not_ready(request: Request, exc: IndexNotReady) -> JSONResponse:
@@ -243,12 +248,6 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
         turns = [Turn(m.role, m.content) for m in req.messages]
         return answer_to_dict(svc.chat(turns, top_k=req.top_k, mode=req.mode))
 
-    @app.get("/documents", response_model=list[DocumentSummary], dependencies=protected, tags=["documents"],
-             responses=AUTH_RESPONSES)
-    def documents(svc: Service) -> Any:
-        return [DocumentSummary(doc_id=d.doc_id, title=d.title, path=d.path, characters=len(d.text))
-                for d in svc.data.documents.values()]
-
     @app.get("/documents/{doc_id}", response_model=DocumentResponse, dependencies=protected, tags=["documents"],
              responses={**AUTH_RESPONSES, 404: {"model": ErrorResponse, "description": "unknown document id"}})
     def document(doc_id: str, svc: Service) -> Any:
@@ -258,12 +257,14 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
         if doc is None:
             raise HTTPException(404, f"Unknown document '{doc_id[:100]}'. Known ids: {sorted(docs)}")
         from rag.corpus import line_span
+        from rag.ingest.pages import page_of_line
 
         paragraphs, pos = [], 0
         for piece in doc.text.split("\n"):
             if piece:
                 lo, hi = line_span(doc, pos, pos + len(piece))
-                paragraphs.append(Paragraph(start=pos, end=pos + len(piece), line_start=lo, line_end=hi, text=piece))
+                paragraphs.append(Paragraph(start=pos, end=pos + len(piece), line_start=lo, line_end=hi, text=piece,
+                                            page=page_of_line(doc.pages, lo)))
             pos += len(piece) + 1
         return DocumentResponse(doc_id=doc.doc_id, title=doc.title, path=doc.path, text=doc.text, paragraphs=paragraphs)
 
@@ -277,6 +278,7 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
         return ReloadResponse(reloaded=swapped, index=svc.version, error=svc.error)
 
     openai_compat.register(app, protected)
+    documents_api.register(app, protected)
 
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
