@@ -30,7 +30,7 @@
   for (const para of doc.paragraphs) {
     const p = hasRange ? markedParagraph(para, start, end) : el("p", "para", para.text);
     p.dataset.line = String(para.line_start);
-    p.title = "第 " + para.line_start + (para.line_end !== para.line_start ? "–" + para.line_end : "") + " 行";
+    p.title = (para.page ? "第 " + para.page + " 页 · " : "") + "第 " + para.line_start + (para.line_end !== para.line_start ? "–" + para.line_end : "") + " 行";
     body.append(p);
   }
   const first = body.querySelector("mark");
