@@ -20,6 +20,7 @@ import pytest
 
 from tests import docmaker
 from tests.conftest import ROOT
+from tests.test_browser import artifact, ask, browser, context, wait_replies  # noqa: F401
 
 KEY = "docs-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -199,3 +200,52 @@ def test_bad_files_get_4xx_and_change_nothing(server, files):
     assert r.status_code == 422 and "empty.txt" in r.json()["detail"]
     assert httpx.get(server + "/documents", headers=AUTH, timeout=30).json() == before_docs
     assert _settled(server)["index"] == before_index
+
+
+@pytest.mark.browser
+def test_page_upload_cite_page_and_delete(server, files, context):  # noqa: F811
+    """The documents page in Chromium: upload by button, watch it become ready, ask in the chat page
+    (the citation names page 2 of the PDF), drop a bad file (its error is shown), delete with confirm."""
+    context.add_init_script(f"localStorage.setItem('hzrag.apiKey', '{KEY}')")
+    page = context.new_page()
+    page.goto(server + "/static/documents.html")
+    page.locator("#doc-rows tr").first.wait_for()
+    before = page.locator("#doc-rows tr").count()
+    page.locator("#file-input").set_input_files(str(files["pdf"]))
+    row = page.locator("#doc-rows tr", has_text="brief.pdf")
+    row.wait_for(timeout=60_000)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#doc-rows tr')].some(tr => tr.textContent.includes('brief.pdf')"
+        " && tr.querySelector('.st-ready'))", timeout=600_000)
+    _settled(server)
+    page.reload()
+    page.locator("#doc-rows tr .st-ready", has_text="可用").first.wait_for()
+    page.screenshot(path=artifact("documents-page.png"), full_page=True)
+
+    chat = context.new_page()
+    chat.goto(server + "/")
+    ask(chat, "星澜储能实验室拥有多少名研究人员？")
+    wait_replies(chat, 1)
+    reply = chat.locator(".msg.assistant").last
+    assert "第 2 页" in reply.inner_text(), reply.inner_text()
+    reply.locator("button.cite").first.click()
+    reply.locator(".passage mark").first.wait_for()
+    assert "412" in reply.inner_text()
+    chat.screenshot(path=artifact("pdf-citation.png"), full_page=True)
+
+    # Drag and drop: an empty file is refused and the page says why.
+    page.evaluate("""() => {
+        const dt = new DataTransfer();
+        dt.items.add(new File([""], "empty.txt", { type: "text/plain" }));
+        document.getElementById("drop").dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true }));
+    }""")
+    page.locator("#upload-status.error-text").wait_for()
+    assert "empty.txt" in page.locator("#upload-status").inner_text()
+
+    page.on("dialog", lambda d: d.accept())
+    row.locator("button").click()
+    page.wait_for_function(
+        "() => ![...document.querySelectorAll('#doc-rows tr')].some(tr => tr.textContent.includes('brief.pdf'))",
+        timeout=600_000)
+    _settled(server)
+    assert page.locator("#doc-rows tr").count() == before

@@ -104,10 +104,10 @@ def status_of(record: Record, live: dict[str, str], building: set[str], active: 
         return "failed", record.error
     if record.doc_id == active:
         return "indexing", f"OCR of {record.pending_ocr} scanned page(s) (slower than a text layer)"
+    if record.doc_id in building:  # until the service has loaded the new build too
+        return "indexing", "building the index"
     if live.get(record.path) == record.document().sha256:
         return "ready", ""
-    if record.doc_id in building:
-        return "indexing", "building the index"
     if record.pending_ocr:
         return "queued", f"{record.pending_ocr} scanned page(s) wait for OCR (slower than a text layer)"
     return "queued", ""
