@@ -249,3 +249,54 @@ def test_page_upload_cite_page_and_delete(server, files, context):  # noqa: F811
         timeout=600_000)
     _settled(server)
     assert page.locator("#doc-rows tr").count() == before
+
+
+def test_kill_during_indexing_leaves_the_old_index_then_resumes(folders, files, tmp_path):
+    """`rag add` killed by SIGKILL while it builds: the old index still loads and serves, the upload is
+    kept as queued (its record was committed before the build), and the next build makes it ready."""
+    import signal
+    import subprocess
+    import sys
+
+    from rag.config import Settings
+    from rag.index import load_index
+    from rag.ingest.manager import DocumentManager
+
+    corpus, index = tmp_path / "corpus", tmp_path / "index"
+    shutil.copytree(folders[0], corpus, ignore=shutil.ignore_patterns("uploads"))
+    shutil.copytree(folders[1], index, symlinks=True, ignore=shutil.ignore_patterns(".build.lock"))
+    settings = Settings(corpus_dir=corpus, index_dir=index, reload_watch_seconds=0)
+    before = os.readlink(index / "current")
+    proc = subprocess.Popen([sys.executable, "-m", "rag.cli", "--corpus-dir", str(corpus), "--index-dir", str(index),
+                             "add", str(files["docx"])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None and not list((index / "builds").glob("tmp-*")):
+        time.sleep(0.05)
+    assert proc.poll() is None, "the build ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert os.readlink(index / "current") == before
+    load_index(settings)  # the old index is whole
+    manager = DocumentManager(settings)
+    (row,) = [r for r in manager.documents() if r.name.endswith("note.docx")]
+    assert row.status == "queued"
+    manager.build()
+    (row,) = [r for r in manager.documents() if r.name.endswith("note.docx")]
+    assert row.status == "ready"
+    data = load_index(settings)
+    assert any("58亿元" in d.text for d in data.documents.values() if d.doc_id == row.doc_id)
+    assert not list((index / "builds").glob("tmp-*"))
+
+
+def test_recover_clears_an_interrupted_upload(tmp_path, files):
+    """A kill during an upload leaves a temp file or a stored file without its record: neither is a document."""
+    from rag.ingest.store import DocumentStore, extract
+
+    store = DocumentStore(tmp_path)
+    data = files["docx"].read_bytes()
+    kept = store.add(data, "note.docx", extract(data, "note.docx", 1 << 20))
+    (store.folder / ".up-0123456789ab.json.tmp999").write_bytes(b"{")  # killed while writing the record
+    (store.folder / "up-0123456789ab.docx").write_bytes(data)  # killed before the record was written
+    assert [r.doc_id for r in store.records()] == [kept.doc_id]
+    store.recover()
+    assert sorted(p.name for p in store.folder.iterdir()) == sorted([f"{kept.doc_id}.docx", f"{kept.doc_id}.json"])
