@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 from tests import docmaker
-from tests.conftest import ONNX_DIR, ROOT, run_server
+from tests.conftest import ONNX_DIR, ROOT, copy_corpus_and_index, run_server
 
 REPORT = ROOT / "eval" / "reports" / "documents-bench.md"
 
@@ -54,14 +54,8 @@ def main() -> int:
         ocr_s = time.perf_counter() - t0
         ocr_pages = sum(len(r.pages) for r in records[1:])
 
-        corpus, index = tmp / "corpus", tmp / "index"
-        corpus.mkdir()
-        for path in (ROOT / "corpus").iterdir():
-            if path.is_file():
-                shutil.copy(path, corpus / path.name)
-        shutil.copytree(ROOT / "index" / "builds", index / "builds", symlinks=True)
-        shutil.copytree(ROOT / "index" / "cache", index / "cache")
-        os.symlink(os.readlink(ROOT / "index" / "current"), index / "current")
+        corpus, index = copy_corpus_and_index(Settings(corpus_dir=ROOT / "corpus", index_dir=ROOT / "index"),
+                                              tmp / "corpus", tmp / "index")
         settings = Settings(corpus_dir=corpus, index_dir=index, reload_watch_seconds=0, onnx_dir=ONNX_DIR)
         with run_server(create_app(settings)) as base:
             t0 = time.perf_counter()

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests import docmaker
-from tests.conftest import ROOT
+from tests.conftest import copy_corpus_and_index
 from tests.test_browser import artifact, ask, browser, context, wait_replies  # noqa: F401
 
 KEY = "docs-test-key"
@@ -29,16 +29,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory, settings):
-    corpus = tmp_path_factory.mktemp("corpus")
-    for path in (ROOT / "corpus").iterdir():
-        if path.is_file():
-            shutil.copy(path, corpus / path.name)
-    index = tmp_path_factory.mktemp("docindex")
-    shutil.copytree(settings.index_dir / "builds", index / "builds", symlinks=True)
-    if (settings.index_dir / "cache").exists():
-        shutil.copytree(settings.index_dir / "cache", index / "cache")
-    os.symlink(os.readlink(settings.index_dir / "current"), index / "current")
-    return corpus, index
+    folder = tmp_path_factory.mktemp("documents")
+    return copy_corpus_and_index(settings, folder / "corpus", folder / "index")
 
 
 @pytest.fixture(scope="module")
