@@ -34,7 +34,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="docbench-"))
     try:
         html = docmaker.pdf_html("青禾湾园区的星澜储能实验室拥有研究人员412名，实验室主任是顾明远。",
-                                 filler_paragraphs=130)
+                                 filler_paragraphs=200)
         pdf = docmaker.print_pdf(html, tmp, "twenty")
         data = pdf.read_bytes()
         t0 = time.perf_counter()

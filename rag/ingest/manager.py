@@ -210,7 +210,6 @@ class DocumentManager:
                 log.exception("document indexing cycle failed")
             finally:
                 self._stage, self._progress, self._active = "idle", "", ""
-                self._building = set()
 
     def _cycle(self) -> None:
         for record in self.store.records():
@@ -261,3 +260,6 @@ class DocumentManager:
                 for r in waiting:
                     if self.store.get(r.doc_id) is not None:
                         self.store.save(dataclasses.replace(r, error=reason))
+        finally:
+            self._building = set()
+            self._stage, self._progress = "idle", ""
