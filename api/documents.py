@@ -12,9 +12,12 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
+from starlette.routing import Match
 
-from api.schemas import AUTH_RESPONSES, ErrorResponse
+from api.schemas import AUTH_RESPONSES, BODY_RESPONSES, ErrorResponse
 from rag.config import Settings
 from rag.ingest.manager import STATUSES, DocumentManager
 from rag.ingest.sniff import IngestError
@@ -36,6 +39,11 @@ class DocumentInfo(BaseModel):
     status: str = Field(description=" | ".join(STATUSES))
     reason: str = ""
     uploaded: bool = Field(description="false for the corpus folder's own text files (not removable here)")
+
+
+class UploadError(BaseModel):
+    detail: str | list[dict[str, Any]] = Field(
+        description="the file and the reason; a list of field errors when the form itself is invalid")
 
 
 class UploadResponse(BaseModel):
@@ -63,8 +71,10 @@ def _service(request: Request) -> RagService:
 
 Manager = Annotated[DocumentManager, Depends(_manager)]
 Service = Annotated[RagService, Depends(_service)]
-ERRORS = {**AUTH_RESPONSES, 413: {"model": ErrorResponse}, 415: {"model": ErrorResponse},
-          422: {"model": ErrorResponse}}
+ERRORS = {**AUTH_RESPONSES, **BODY_RESPONSES,
+          413: {"model": ErrorResponse, "description": "a file over the size limit, or a decompression bomb"},
+          415: {"model": ErrorResponse, "description": "not an accepted format, or not what its name says"},
+          422: {"model": UploadError, "description": "encrypted, broken or empty file, or an invalid form"}}
 
 
 def _rows(manager: DocumentManager, svc: RagService) -> list[DocumentInfo]:
@@ -93,6 +103,17 @@ def register(app: FastAPI, protected: list[Any]) -> None:
     """Add the routes and a :class:`DocumentManager` whose builds the app's service loads."""
     settings: Settings = app.state.settings
     app.state.documents = DocumentManager(settings, on_built=lambda: app.state.service.reload())
+
+    @app.exception_handler(405)
+    async def _method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette names only the first route that matched the path in Allow; /documents and
+        # /documents/{doc_id} have one route per method, so list the methods of all of them.
+        methods: set[str] = set()
+        for route in app.router.routes:
+            if isinstance(route, APIRoute) and route.matches(request.scope)[0] != Match.NONE:
+                methods |= route.methods
+        return JSONResponse({"detail": "Method Not Allowed"}, status_code=405,
+                            headers={"Allow": ", ".join(sorted(methods))})
 
     @app.post("/documents", response_model=UploadResponse, status_code=202, dependencies=protected,
               tags=["documents"], responses=ERRORS)

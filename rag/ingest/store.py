@@ -26,6 +26,7 @@ from rag.ingest.sniff import SUFFIX, IngestError, check_name, sniff
 from rag.types import CleanDocument, Document
 
 UPLOADS = "uploads"
+MIN_LETTERS = 8  # fewer letters (CJK or Latin) than this after cleaning: nothing worth indexing
 _DOC_ID = re.compile(r"^up-[0-9a-f]{12}$")
 
 
@@ -93,6 +94,12 @@ def extract(data: bytes, name: str, max_bytes: int) -> Extraction:
     if result.characters == 0 and not any(p.needs_ocr for p in pages):
         raise IngestError(f"{name}: no text could be extracted ({fmt.upper()} with an empty text layer and no images)"
                           if fmt == "pdf" else f"{name}: no text could be extracted from this {fmt.upper()} file")
+    if not any(p.needs_ocr for p in pages):
+        # What the index would hold: page furniture and lone numbers are no document.
+        text, starts = join_pages([p.text for p in pages])
+        letters = sum(ch.isalpha() for ch in clean_source(Document("upload", name, text, "", starts)).text)
+        if letters < MIN_LETTERS:
+            raise IngestError(f"{name}: no text to index ({letters} letters after cleaning; at least {MIN_LETTERS})")
     return result
 
 
