@@ -78,19 +78,18 @@ ERRORS = {**AUTH_RESPONSES, **BODY_RESPONSES,
 
 
 def _rows(manager: DocumentManager, svc: RagService) -> list[DocumentInfo]:
-    data = svc.data if svc.ready else None
-    passages = Counter(c.doc_id for c in data.chunks) if data is not None else Counter()
+    data = svc.data
+    passages = Counter(c.doc_id for c in data.chunks)
     rows: list[DocumentInfo] = []
     uploaded = manager.documents()
     upload_ids = {r.doc_id for r in uploaded}
-    if data is not None:
-        for d in data.documents.values():
-            if d.doc_id not in upload_ids and not d.path.startswith("uploads/"):
-                rows.append(DocumentInfo(doc_id=d.doc_id, title=d.title, path=d.path, characters=len(d.text),
-                                         format=d.path.rsplit(".", 1)[-1], passages=passages[d.doc_id],
-                                         status="ready", uploaded=False))
+    for d in data.documents.values():
+        if d.doc_id not in upload_ids and not d.path.startswith("uploads/"):
+            rows.append(DocumentInfo(doc_id=d.doc_id, title=d.title, path=d.path, characters=len(d.text),
+                                     format=d.path.rsplit(".", 1)[-1], passages=passages[d.doc_id],
+                                     status="ready", uploaded=False))
     for r in uploaded:
-        live = data.documents.get(r.doc_id) if data is not None else None
+        live = data.documents.get(r.doc_id)
         rows.append(DocumentInfo(
             doc_id=r.doc_id, title=live.title if live is not None and r.status == "ready" else r.title,
             path=r.path, characters=len(live.text) if live is not None else None, name=r.name, format=r.format,
@@ -141,6 +140,7 @@ def register(app: FastAPI, protected: list[Any]) -> None:
              responses=AUTH_RESPONSES)
     def documents(manager: Manager, svc: Service) -> Any:
         """Every document: the corpus folder's files and uploads, with status (queued|indexing|ready|failed)."""
+        svc.require()  # 503 with the command to run while no index is loaded, as before uploads existed
         return _rows(manager, svc)
 
     @app.delete("/documents/{doc_id}", status_code=202, dependencies=protected, tags=["documents"],

@@ -243,7 +243,7 @@ def test_page_upload_cite_page_and_delete(server, files, context):  # noqa: F811
     assert page.locator("#doc-rows tr").count() == before
 
 
-def test_kill_during_indexing_leaves_the_old_index_then_resumes(folders, files, tmp_path):
+def test_kill_during_indexing_leaves_the_old_index_then_resumes(folders, files, tmp_path, capsys):
     """`rag add` killed by SIGKILL while it builds: the old index still loads and serves, the upload is
     kept as queued (its record was committed before the build), and the next build makes it ready."""
     import signal
@@ -278,6 +278,17 @@ def test_kill_during_indexing_leaves_the_old_index_then_resumes(folders, files, 
     data = load_index(settings)
     assert any("58亿元" in d.text for d in data.documents.values() if d.doc_id == row.doc_id)
     assert not list((index / "builds").glob("tmp-*"))
+
+    # `rag documents` lists it; `rag remove` takes it out of the folder and the index.
+    from rag.cli import main
+
+    dirs = ["--corpus-dir", str(corpus), "--index-dir", str(index)]
+    assert main([*dirs, "documents"]) == 0
+    assert row.doc_id in capsys.readouterr().out
+    assert main([*dirs, "remove", row.doc_id]) == 0
+    assert row.doc_id not in load_index(settings).documents
+    assert not list((corpus / "uploads").glob(f"{row.doc_id}*"))
+    assert main([*dirs, "remove", row.doc_id]) == 1
 
 
 def test_recover_clears_an_interrupted_upload(tmp_path, files):
