@@ -224,6 +224,18 @@ def test_page_upload_cite_page_and_delete(server, files, context):  # noqa: F811
     reply.locator(".passage mark").first.wait_for()
     assert "412" in reply.inner_text()
     chat.screenshot(path=artifact("pdf-citation.png"), full_page=True)
+    # The whole document: page marks, the cited sentence highlighted after the mark of page 2.
+    with context.expect_page() as opened:
+        reply.locator(".passage a.open-doc").first.click()
+    docpage = opened.value
+    docpage.locator(".doc-body mark").first.wait_for()
+    assert docpage.locator(".page-mark").all_inner_texts() == ["— 第 1 页 —", "— 第 2 页 —"]
+    assert docpage.evaluate("""() => {
+        const marks = [...document.querySelectorAll('.doc-body .page-mark, .doc-body mark')];
+        return marks.map(m => m.tagName === 'MARK' ? 'cited' : m.textContent);
+    }""")[:3] == ["— 第 1 页 —", "— 第 2 页 —", "cited"]
+    docpage.screenshot(path=artifact("pdf-document.png"))
+    docpage.close()
 
     # Drag and drop: an empty file is refused and the page says why.
     page.evaluate("""() => {
