@@ -21,12 +21,15 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api import documents as documents_api
 from api import openai_compat
 from api.observability import Metrics, RequestContext, quiet_progress_bars
 from api.schemas import (
@@ -37,7 +40,6 @@ from api.schemas import (
     AskResponse,
     ChatRequest,
     DocumentResponse,
-    DocumentSummary,
     ErrorResponse,
     HealthResponse,
     Paragraph,
@@ -89,9 +91,10 @@ class BodyLimit:
 
     drain_bytes = 16 * 1024 * 1024
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, upload_limit: int | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.upload_limit = upload_limit or limit  # POST /documents (file uploads)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -99,9 +102,10 @@ class BodyLimit:
             return
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+        limit = self.upload_limit if (scope["method"], scope["path"]) == ("POST", "/documents") else self.limit
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
             drained = declared.isdigit() and int(declared) <= self.drain_bytes and await self._drain(receive, 0)
-            await self._reject(scope, send, drained)
+            await self._reject(scope, send, drained, limit)
             return
         # Read the (bounded) body here so chunked uploads are limited too.
         chunks: list[bytes] = []
@@ -114,8 +118,8 @@ class BodyLimit:
             body = message.get("body", b"")
             size += len(body)
             more = message.get("more_body", False)
-            if size > self.limit:
-                await self._reject(scope, send, not more or await self._drain(receive, size))
+            if size > limit:
+                await self._reject(scope, send, not more or await self._drain(receive, size), limit)
                 return
             chunks.append(body)
         replayed = False
@@ -140,8 +144,8 @@ class BodyLimit:
                 return True
         return False
 
-    async def _reject(self, scope: Scope, send: Send, drained: bool) -> None:
-        message = f"request body too large (limit {self.limit} bytes)"
+    async def _reject(self, scope: Scope, send: Send, drained: bool, limit: int) -> None:
+        message = f"request body too large (limit {limit} bytes)"
         body = json.dumps(error_body(scope.get("path", ""), 413, message, code="request_too_large")).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         if not drained:
@@ -217,6 +221,7 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
             log.warning("service not ready: %s", svc.error)
         app.state.service = svc
         metrics.watch(svc)
+        app.state.documents.start()  # resumes indexing that a restart interrupted
         stop = threading.Event()
         watcher = None
         if settings.reload_watch_seconds > 0:
@@ -224,6 +229,7 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
             watcher.start()
         yield
         stop.set()
+        app.state.documents.stop()
 
     app = FastAPI(
         title="Hangzhou industrial zones — cited answers",
@@ -236,7 +242,8 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    # Several files of up to max_upload_bytes each may come in one upload request.
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, upload_limit=4 * settings.max_upload_bytes + 2**20)
     # Outermost: 413s and auth failures get a request id and are counted too.
     metrics = Metrics()
     app.state.metrics = metrics
@@ -248,6 +255,14 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:
+            # Starlette names only the first route that matched the path in Allow; a path
+            # with one route per method (/documents) lists the methods of all of them.
+            methods: set[str] = set()
+            for route in app.router.routes:
+                if isinstance(route, APIRoute) and route.matches(request.scope)[0] != Match.NONE:
+                    methods |= route.methods
+            exc = StarletteHTTPException(405, exc.detail, {**(exc.headers or {}), "Allow": ", ".join(sorted(methods))})
         if not request.url.path.startswith(OPENAI_PREFIX):
             return await http_exception_handler(request, exc)
         return error_response(request, exc.status_code, str(exc.detail), headers=exc.headers)
@@ -328,12 +343,6 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
         turns = [Turn(m.role, m.content) for m in req.messages]
         return answer_to_dict(answered(svc.chat(turns, top_k=req.top_k, mode=req.mode)))
 
-    @app.get("/documents", response_model=list[DocumentSummary], dependencies=protected, tags=["documents"],
-             responses=AUTH_RESPONSES)
-    def documents(svc: Service) -> Any:
-        return [DocumentSummary(doc_id=d.doc_id, title=d.title, path=d.path, characters=len(d.text))
-                for d in svc.data.documents.values()]
-
     @app.get("/documents/{doc_id}", response_model=DocumentResponse, dependencies=protected, tags=["documents"],
              responses={**AUTH_RESPONSES, 404: {"model": ErrorResponse, "description": "unknown document id"}})
     def document(doc_id: str, svc: Service) -> Any:
@@ -343,12 +352,14 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
         if doc is None:
             raise HTTPException(404, f"Unknown document '{doc_id[:100]}'. Known ids: {sorted(docs)}")
         from rag.corpus import line_span
+        from rag.ingest.pages import page_of_line
 
         paragraphs, pos = [], 0
         for piece in doc.text.split("\n"):
             if piece:
                 lo, hi = line_span(doc, pos, pos + len(piece))
-                paragraphs.append(Paragraph(start=pos, end=pos + len(piece), line_start=lo, line_end=hi, text=piece))
+                paragraphs.append(Paragraph(start=pos, end=pos + len(piece), line_start=lo, line_end=hi, text=piece,
+                                            page=page_of_line(doc.pages, lo)))
             pos += len(piece) + 1
         return DocumentResponse(doc_id=doc.doc_id, title=doc.title, path=doc.path, text=doc.text, paragraphs=paragraphs)
 
@@ -362,6 +373,7 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
         return ReloadResponse(reloaded=swapped, index=svc.version, error=svc.error)
 
     openai_compat.register(app, protected, answered)
+    documents_api.register(app, protected)
 
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -67,6 +67,7 @@ class CitationOut(BaseModel):
     line_start: int
     line_end: int
     chunk_id: int
+    page: int | None = Field(None, description="1-based page of an uploaded PDF; null for other documents")
 
 
 class HitOut(BaseModel):
@@ -121,6 +122,7 @@ class Paragraph(BaseModel):
     line_start: int
     line_end: int
     text: str
+    page: int | None = Field(None, description="1-based page of an uploaded PDF the paragraph starts on")
 
 
 class DocumentResponse(BaseModel):

@@ -1,4 +1,5 @@
-"""The ``rag`` command: ``index rebuild | ask | search | eval | bench | serve | reader train``.
+"""The ``rag`` command: ``index rebuild | ask | search | add | remove | documents | eval | bench | serve |
+judge fit | reader train``.
 
 Builds the one :class:`Settings` from the environment (and flags) and passes it
 down. ``main(argv) -> int`` so tests can call it in-process.
@@ -100,6 +101,44 @@ def _cmd_reader_train(args: argparse.Namespace) -> int:
     from rag.reader_train import run_train_command
 
     return run_train_command(args, _settings(args))
+def _cmd_add(args: argparse.Namespace) -> int:
+    from rag.ingest.manager import DocumentManager, run_ocr
+    manager = DocumentManager(_settings(args))
+    manager.store.recover()
+    records = manager.add([(str(path), path.read_bytes()) for path in args.files])
+    for record in records:
+        if record.pending_ocr:
+            print(f"{record.name}: OCR of {record.pending_ocr} scanned page(s) (slower than a text layer)…")
+            record = run_ocr(manager.store, record, manager.settings.ocr_dpi,
+                             lambda done, total: print(f"  page {done}/{total}", end="\r", flush=True))
+        print(f"added {record.doc_id}: {record.name} ({record.format}, {len(record.pages)} page(s))")
+    return _build(manager)
+def _build(manager) -> int:  # type: ignore[no-untyped-def]
+    from rag.ingest.manager import check_indexable
+    for record in manager.store.records():
+        check_indexable(manager.store, record)
+    manager.build()
+    last = manager.index_status()["last_build"]
+    print("index rebuilt" if last and last["ok"] else f"error: {last and last['error']}")
+    _print_documents(manager)
+    return 0 if last and last["ok"] else 1
+def _cmd_remove(args: argparse.Namespace) -> int:
+    from rag.ingest.manager import DocumentManager
+    manager = DocumentManager(_settings(args))
+    if not manager.remove(args.doc_id):
+        print(f"error: no uploaded document '{args.doc_id}' (see `rag documents`)", file=sys.stderr)
+        return 1
+    print(f"removed {args.doc_id}")
+    return _build(manager)
+def _print_documents(manager) -> None:  # type: ignore[no-untyped-def]
+    for row in manager.documents():
+        pages = f"{row.pages} page(s), {row.ocr_pages} by OCR" if row.pages is not None else row.format
+        reason = f" ({row.reason})" if row.reason else ""
+        print(f"{row.doc_id}  {row.status:<8} {row.title}  [{row.name or row.path}; {pages}]{reason}")
+def _cmd_documents(args: argparse.Namespace) -> int:
+    from rag.ingest.manager import DocumentManager
+    _print_documents(DocumentManager(_settings(args)))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,6 +165,15 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("query")
     search.add_argument("--top-k", type=int, default=None)
     search.set_defaults(func=_cmd_search)
+
+    add = sub.add_parser("add", help="add PDF/DOCX/HTML/TXT/MD files (stored under corpus/uploads) and reindex")
+    add.add_argument("files", nargs="+", type=Path)
+    add.set_defaults(func=_cmd_add)
+    remove = sub.add_parser("remove", help="remove an uploaded document and reindex")
+    remove.add_argument("doc_id")
+    remove.set_defaults(func=_cmd_remove)
+    docs = sub.add_parser("documents", help="list uploaded documents with their status")
+    docs.set_defaults(func=_cmd_documents)
 
     serve = sub.add_parser("serve", help="run the HTTP service")
     serve.add_argument("--host", default="127.0.0.1")

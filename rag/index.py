@@ -32,8 +32,9 @@ import numpy as np
 
 from rag.chunking import make_chunks, split_sentences
 from rag.config import Settings
-from rag.corpus import CorpusError, CorpusLoadError, clean_document, load_corpus
+from rag.corpus import CorpusError, CorpusLoadError
 from rag.embedding import Embedder, weights_fingerprint
+from rag.ingest.store import clean_source, load_sources
 from rag.keyword import KeywordIndex
 from rag.text import Tokenizer, mine_user_words
 from rag.types import Chunk, CleanDocument, Heading, Segment, Sentence
@@ -218,7 +219,7 @@ def rebuild(
     """
     t0 = time.perf_counter()
     model_path = settings.resolved_model_path()
-    docs, errors = load_corpus(settings.corpus_dir)
+    docs, errors = load_sources(settings.corpus_dir)  # text files + uploaded documents
     for err in errors:
         log(f"warning: {err.message}")
     if not docs:
@@ -242,7 +243,7 @@ def rebuild(
         except (OSError, ValueError, KeyError):
             pass  # unreadable manifest: rebuild
 
-    cleaned = [clean_document(d) for d in docs]
+    cleaned = [clean_source(d) for d in docs]
     sentences: list[Sentence] = []
     chunks: list[Chunk] = []
     for doc in cleaned:
@@ -291,6 +292,7 @@ def rebuild(
                 "doc_id": d.doc_id, "path": d.path, "sha256": d.sha256, "text": d.text, "title": d.title,
                 "segments": [[s.start, s.end, s.line] for s in d.segments],
                 "headings": [[h.start, h.end, h.text, h.level] for h in d.headings],
+                "pages": list(d.pages),
             }
             for d in cleaned
         ],
@@ -434,7 +436,7 @@ def load_index(settings: Settings, model_fp: str | None = None) -> IndexData:
                 d["doc_id"], d["path"], d["sha256"], d["text"],
                 tuple(Segment(*s) for s in d["segments"]),
                 tuple(Heading(*h) for h in d["headings"]),
-                d["title"],
+                d["title"], tuple(d.get("pages", ())),
             )
             for d in store["documents"]
         }

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -21,11 +21,12 @@ import numpy as np
 from rag.config import Settings
 from rag.embedding import Embedder, weights_fingerprint
 from rag.index import IndexData, IndexNotReady, index_version, load_index, release_memory
+from rag.ingest.pages import page_of_line
 from rag.lang import is_follow_up
 from rag.pipeline import Pipeline, build_pipeline, reader_settings
 from rag.query import Turn
 from rag.retrieval import MODES
-from rag.types import Answer, Hit
+from rag.types import Answer, CleanDocument, Hit
 
 __all__ = ["RagService", "Turn", "answer_to_dict", "hit_to_dict", "is_follow_up"]
 log = logging.getLogger("rag.service")
@@ -231,7 +232,17 @@ class RagService:
         if self.generator is not None and not answer.abstained:
             # The judge decided to answer; the LLM writes the answer from the passages.
             answer = self.generator.generate(query.text, list(answer.hits), answer)
-        return answer
+        return with_pages(answer, state.data.documents)
+
+
+def with_pages(answer: Answer, documents: Mapping[str, CleanDocument]) -> Answer:
+    """Give each citation of an uploaded PDF the page its first line is on."""
+    cited = []
+    for c in answer.citations:
+        doc = documents.get(c.doc_id)
+        page = page_of_line(doc.pages, c.line_start) if doc is not None else None
+        cited.append(replace(c, page=page) if page is not None else c)
+    return replace(answer, citations=tuple(cited))
 
 
 def hit_to_dict(hit: Hit) -> dict[str, Any]:

@@ -21,6 +21,8 @@ class Document:
     path: str  # file name inside the corpus folder
     text: str
     sha256: str
+    pages: tuple[int, ...] = ()  # an uploaded PDF's page starts: the 1-based raw line of each page
+    title: str = ""  # an upload's title (file metadata or name), used when the text has no heading
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,7 @@ class CleanDocument:
     segments: tuple[Segment, ...]
     headings: tuple[Heading, ...]
     title: str  # the document's first heading, or its file stem
+    pages: tuple[int, ...] = ()  # as Document.pages: lets a raw line name its page
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +157,7 @@ class Citation:
     line_start: int
     line_end: int
     chunk_id: int
+    page: int | None = None  # 1-based page of an uploaded PDF
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,14 +103,37 @@ def run_server(app) -> Iterator[str]:
         thread.join(timeout=10)
 
 
+def copy_corpus_and_index(settings, corpus: Path, index: Path) -> tuple[Path, Path]:
+    """Copy the corpus files and the built index (builds, cache, ``current`` link) into two folders."""
+    corpus.mkdir(parents=True, exist_ok=True)
+    for path in settings.corpus_dir.iterdir():
+        if path.is_file():
+            shutil.copy(path, corpus / path.name)
+    index.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(settings.index_dir / "builds", index / "builds", symlinks=True)
+    if (settings.index_dir / "cache").exists():
+        shutil.copytree(settings.index_dir / "cache", index / "cache")
+    os.symlink(os.readlink(settings.index_dir / "current"), index / "current")
+    return corpus, index
+
+
 @pytest.fixture(scope="session")
-def server_factory(service) -> Callable[..., object]:
+def upload_dirs(tmp_path_factory, settings) -> tuple[Path, Path]:
+    """A corpus copy and an index copy for servers' uploads (POST /documents writes and rebuilds there,
+    never in the repo's corpus/ or index/; a shared service keeps serving the repo's index)."""
+    folder = tmp_path_factory.mktemp("served")
+    return copy_corpus_and_index(settings, folder / "corpus", folder / "index")
+
+
+@pytest.fixture(scope="session")
+def server_factory(service, upload_dirs) -> Callable[..., object]:
     """``with server_factory(**setting_overrides) as base_url:`` — a real server sharing the warmed service."""
     from api.app import create_app
     from rag.config import Settings
 
     def factory(share_service: bool = True, **overrides):
-        base = {"corpus_dir": ROOT / "corpus", "index_dir": ROOT / "index", "reload_watch_seconds": 0,
+        # Without overrides, uploads go to temp copies (see upload_dirs), not the repo's folders.
+        base = {"corpus_dir": upload_dirs[0], "index_dir": upload_dirs[1], "reload_watch_seconds": 0,
                 "onnx_dir": ONNX_DIR}
         app_settings = Settings(**{**base, **overrides})
         return run_server(create_app(app_settings, service=service if share_service else None))

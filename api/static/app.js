@@ -441,7 +441,8 @@ function renderAnswer(data, asked) {
       const btn = el("button", "source-link", "[" + cit.id + "] " + cit.title);
       btn.type = "button";
       btn.addEventListener("click", () => onCite(cit, btn));
-      li.append(btn, el("span", "muted small", " 第 " + cit.line_start + "–" + cit.line_end + " 行"));
+      li.append(btn, el("span", "muted small", (cit.page ? " 第 " + cit.page + " 页 ·" : "")
+        + " 第 " + cit.line_start + "–" + cit.line_end + " 行"));
       list.append(li);
     }
     bubble.append(list);
@@ -491,7 +492,8 @@ async function togglePassage(passage, cit, btn, bubble) {
 
     const head = el("div", "passage-head");
     head.append(el("strong", null, "[" + cit.id + "] " + cit.title),
-      el("span", "muted small", " " + doc.path + " · 第 " + cit.line_start + "–" + cit.line_end + " 行"));
+      el("span", "muted small", " " + doc.path + (cit.page ? " · 第 " + cit.page + " 页" : "")
+        + " · 第 " + cit.line_start + "–" + cit.line_end + " 行"));
     const body = el("div", "passage-body");
     for (const p of shown) body.append(markedParagraph(p, cit.start, cit.end));
     passage.replaceChildren(head, body, docLink(cit.doc_id, cit.start, cit.end));

@@ -27,10 +27,16 @@
   document.getElementById("doc-meta").textContent = doc.path + " · " + doc.paragraphs.length + " 段";
   status.remove();
   const hasRange = Number.isFinite(start) && Number.isFinite(end) && end > start;
+  let page = null;
   for (const para of doc.paragraphs) {
+    if (para.page && para.page !== page) {
+      // An uploaded PDF: mark where each page starts, so a citation's page can be seen in context.
+      page = para.page;
+      body.append(el("p", "muted small page-mark", "— 第 " + page + " 页 —"));
+    }
     const p = hasRange ? markedParagraph(para, start, end) : el("p", "para", para.text);
     p.dataset.line = String(para.line_start);
-    p.title = "第 " + para.line_start + (para.line_end !== para.line_start ? "–" + para.line_end : "") + " 行";
+    p.title = (para.page ? "第 " + para.page + " 页 · " : "") + "第 " + para.line_start + (para.line_end !== para.line_start ? "–" + para.line_end : "") + " 行";
     body.append(p);
   }
   const first = body.querySelector("mark");
