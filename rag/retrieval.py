@@ -5,10 +5,12 @@ Each retriever fetches ``settings.candidates`` passages, more than the final
 reciprocal-rank. Weights are tuned on the dev split of the gold set.
 
 The dense score of a passage is the better of its own similarity and its best
-sentence's. Nothing scans all sentences: candidates come from two nearest-
-neighbour searches in the store (passages, and sentences mapped to the
-passages holding them), then each candidate is scored exactly from its own
-vectors, fetched by id. Query cost therefore follows the candidate count, not
+sentence's. Nothing scans all sentences: two nearest-neighbour searches in the
+store (passages, and sentences mapped to the passages holding them) give the
+candidates and the similarities of the best sentences; the candidates' own
+similarities are then fetched by id. A sentence outside the sentence search's
+top ``SENTENCES_PER_CANDIDATE * candidates`` counts as not matching (it scores
+below every sentence returned), so query cost follows the candidate count, not
 the corpus size.
 """
 
@@ -21,9 +23,9 @@ from rag.index import IndexData
 from rag.types import Hit, Query
 
 MODES = ("hybrid", "keyword", "dense")
-# Sentences fetched per passage candidate: a passage holds ~6, and the best sentences of
-# the top passages must all come back for the candidate set to match a full scan.
-SENTENCES_PER_CANDIDATE = 4
+# Sentences searched per passage candidate: the best sentences of the top passages must come
+# back for their passages to score as a full scan would.
+SENTENCES_PER_CANDIDATE = 5
 
 
 class Retriever:
@@ -54,9 +56,10 @@ class Retriever:
         all_dense: dict[int, float] = {}
         dn: list[tuple[int, float]] = []
         if mode in ("hybrid", "dense"):
-            cands = self.dense_candidates(query, n)
+            cands, passages, sentences = self.dense_candidates(query, n)
             # Weighted fusion also needs keyword-only hits' dense scores: one fetch for both.
-            all_dense = self.dense_scores(query, cands | ({i for i, _ in kw} if weighted else set()))
+            all_dense = self.dense_scores(query, cands | ({i for i, _ in kw} if weighted else set()),
+                                          passages, sentences)
             dn = sorted(((i, all_dense[i]) for i in cands), key=lambda p: (-p[1], p[0]))[:n]
         kw_rank = {i: r for r, (i, _) in enumerate(kw, start=1)}
         dn_rank = {i: r for r, (i, _) in enumerate(dn, start=1)}
@@ -92,34 +95,37 @@ class Retriever:
     def keyword(self, query: Query, k: int) -> list[tuple[int, float]]:
         return self.data.keyword.search(query.tokens, k, query.token_weights)
 
-    def dense_candidates(self, query: Query, k: int) -> set[int]:
-        """Passages near the query, or holding a sentence near it (two searches in the store)."""
+    def dense_candidates(self, query: Query, k: int) -> tuple[set[int], dict[int, float], dict[int, float]]:
+        """Passages near the query or holding a sentence near it; the passage and sentence
+        similarities the two searches returned."""
         store = self.data.store
-        ids = {i for i, _ in store.passage_search(query.vector, k)}
-        for sid, _ in store.sentence_search(query.vector, k * SENTENCES_PER_CANDIDATE):
+        passages = dict(store.passage_search(query.vector, k))
+        sentences = dict(store.sentence_search(query.vector, k * SENTENCES_PER_CANDIDATE))
+        ids = set(passages)
+        for sid in sentences:
             ids.update(self._owners.get(sid, ()))
-        return ids
+        return ids, passages, sentences
 
-    def dense_scores(self, query: Query, ids: Iterable[int]) -> dict[int, float]:
-        """Exact dense score of each passage: the better of its own similarity and its best sentence's.
+    def dense_scores(self, query: Query, ids: Iterable[int], passages: dict[int, float],
+                     sentences: dict[int, float]) -> dict[int, float]:
+        """Each passage's dense score: the better of its own similarity and its best sentence's
+        among ``sentences`` (the sentence search's results).
 
-        The passages' and their sentences' vectors are fetched by id, so the cost
-        follows ``len(ids)``, not the size of the index.
+        Own similarities missing from ``passages`` are scored by the store by id.
         """
         ids = sorted(set(ids))
-        if not ids:
-            return {}
+        unknown = [i for i in ids if i not in passages]
+        own = dict(passages)
+        if unknown:
+            own.update(zip(unknown, self.data.store.passage_scores(query.vector, unknown).tolist(), strict=True))
         chunks = self.data.chunks
-        store = self.data.store
-        own = store.passage_vectors(ids) @ query.vector
-        sent_ids = sorted({sid for i in ids for sid in chunks[i].sent_ids})
-        sent_score = dict(zip(sent_ids, (store.sentence_vectors(sent_ids) @ query.vector).tolist(), strict=True))
         return {
-            i: max([float(o), *(sent_score[s] for s in chunks[i].sent_ids)])
-            for i, o in zip(ids, own, strict=True)
+            i: max([own[i], *(sentences[s] for s in chunks[i].sent_ids if s in sentences)])
+            for i in ids
         }
 
     def dense(self, query: Query, k: int) -> list[tuple[int, float]]:
         """Top ``k`` passages by :meth:`dense_scores`, best first."""
-        scores = self.dense_scores(query, self.dense_candidates(query, k))
+        ids, passages, sentences = self.dense_candidates(query, k)
+        scores = self.dense_scores(query, ids, passages, sentences)
         return sorted(scores.items(), key=lambda p: (-p[1], p[0]))[:k]

@@ -65,6 +65,14 @@ class Store(Protocol):
         """Vectors of these sentences, in this order."""
         ...
 
+    def passage_scores(self, vector: np.ndarray, ids: Sequence[int]) -> np.ndarray:
+        """Inner product of ``vector`` with these passages' vectors, in this order."""
+        ...
+
+    def sentence_scores(self, vector: np.ndarray, ids: Sequence[int]) -> np.ndarray:
+        """Inner product of ``vector`` with these sentences' vectors, in this order."""
+        ...
+
     def check(self) -> None:
         """Raise :class:`StoreUnavailable` when the store cannot answer now."""
         ...

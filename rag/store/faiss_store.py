@@ -93,6 +93,12 @@ class FaissStore:
     def sentence_vectors(self, ids: Sequence[int]) -> np.ndarray:
         return self._vectors(self.sentences, ids)
 
+    def passage_scores(self, vector: np.ndarray, ids: Sequence[int]) -> np.ndarray:
+        return self.passage_vectors(ids) @ vector
+
+    def sentence_scores(self, vector: np.ndarray, ids: Sequence[int]) -> np.ndarray:
+        return self.sentence_vectors(ids) @ vector
+
     def check(self) -> None:
         """In process: always available."""
 

@@ -305,6 +305,17 @@ class MilvusStore:
     def sentence_vectors(self, ids: Sequence[int]) -> np.ndarray:
         return self._vectors(self.sentences, ids)
 
+    def _scores(self, coll: str, vector: np.ndarray, ids: Sequence[int]) -> np.ndarray:
+        # From the vectors, fetched by id: on Milvus Lite this measured ~5x faster than a search
+        # filtered to the ids (``id in [...]``), whose filter Lite evaluates row by row.
+        return self._vectors(coll, ids) @ np.asarray(vector, dtype=np.float32) if len(ids) else np.zeros(0, np.float32)
+
+    def passage_scores(self, vector: np.ndarray, ids: Sequence[int]) -> np.ndarray:
+        return self._scores(self.passages, vector, ids)
+
+    def sentence_scores(self, vector: np.ndarray, ids: Sequence[int]) -> np.ndarray:
+        return self._scores(self.sentences, vector, ids)
+
     def check(self) -> None:
         self._call(self._ensure_loaded)
 
