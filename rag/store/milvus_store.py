@@ -105,13 +105,27 @@ class MilvusKeyword:
         return self.idf.token_idf(token)
 
     def search(self, tokens: Sequence[str], k: int, weights: Sequence[float] | None = None) -> list[tuple[int, float]]:
-        # The engine analyses the query text itself; with our analyzer the tokens go in space-separated.
-        # Words the corpus never saw cannot match: leaving them out keeps the query short.
-        words = list(dict.fromkeys(t for t in tokens if t.strip() and t in self.vocab))
-        if not words:
-            return []
-        return self.store._search(self.store.passages, " ".join(words) if self.store.analyzer == "ours"
-                                  else "".join(words), "sparse", k, "BM25")
+        """BM25 in the engine. A query's words can carry weights (a follow-up's words from earlier
+        turns count less): the engine takes plain text, so each weight's words are one search and
+        the scores are summed with their weights, as :class:`rag.keyword.KeywordIndex` does."""
+        # Words the corpus never saw cannot match: leaving them out keeps the queries short.
+        best: dict[str, float] = {}
+        for i, token in enumerate(tokens):
+            if token.strip() and token in self.vocab:
+                w = 1.0 if weights is None else float(weights[i])
+                best[token] = max(best.get(token, 0.0), w)
+        groups: dict[float, list[str]] = {}
+        for token, w in best.items():
+            if w > 0:
+                groups.setdefault(w, []).append(token)
+        scores: dict[int, float] = {}
+        join = " ".join if self.store.analyzer == "ours" else "".join
+        for w, words in groups.items():
+            # Fetch deeper than k when there are several groups: a passage can rank low in each.
+            depth = k if len(groups) == 1 else 2 * k
+            for i, score in self.store._search(self.store.passages, join(words), "sparse", depth, "BM25"):
+                scores[i] = scores.get(i, 0.0) + w * score
+        return sorted(scores.items(), key=lambda p: (-p[1], p[0]))[:k]
 
 
 class MilvusStore:
