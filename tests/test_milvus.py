@@ -121,6 +121,18 @@ def test_hybrid_fuses_both_retrievers_and_matches_the_faiss_store(built, service
         assert m_dense == f_dense, q
     assert both == len(questions)
     assert agree >= 0.8 * len(questions)
+    # Weighted words (a follow-up's earlier turns count less) rank as the in-process BM25 ranks them.
+    m_kw, f_kw = service.data.keyword, faiss_svc.data.keyword
+    tok = service.data.tokenizer
+    same = 0
+    pairs = list(zip(questions[:-1], questions[1:], strict=True))
+    for now, before in pairs:
+        tokens = tok.tokenize(now) + tok.tokenize(before)
+        weights = [1.0] * len(tok.tokenize(now)) + [0.3] * len(tok.tokenize(before))
+        m_top, f_top = m_kw.search(tokens, 3, weights), f_kw.search(tokens, 3, weights)
+        same += m_top[0][0] == f_top[0][0]
+        assert m_top[0][1] == pytest.approx(f_top[0][1], rel=0.1)
+    assert same >= 0.8 * len(pairs)
 
 
 def test_incremental_update_embeds_only_the_new_article_and_delete_removes_it(built, tmp_path):
