@@ -113,9 +113,9 @@ def run_one(settings: Settings, config: str, n: int, questions: list[str]) -> di
             IdfTable(keyword.vocab, keyword.idf, keyword.max_idf).save(scratch)
             store = MilvusStore.open(client, uri, info, scratch)
         build_s = time.perf_counter() - t0
-        del keyword, tokens
-        if config.startswith("milvus"):
-            del chunk_vecs, sent_vecs  # the store holds them now; the process keeps only its own share
+        # The store holds the vectors now (FAISS: read back from its files; Milvus: in the engine):
+        # dropping the build's copies leaves RSS to what a serving process holds.
+        del keyword, tokens, chunk_vecs, sent_vecs
         data = IndexData(scratch, {"counts": {}}, documents, chunks, sentences, store,
                          SentenceVectors(store, len(sentences)), store.keyword, tokenizer)
         embedder = Embedder.from_settings(settings)
