@@ -266,7 +266,8 @@ def rebuild(
     user_words = mine_user_words([d.text for d in cleaned])
     tokenizer = Tokenizer(user_words)
     chunk_inputs = [_embed_input(c.title, c.text) for c in chunks]
-    keyword = KeywordIndex.build([tokenizer.tokenize(t) for t in chunk_inputs])
+    chunk_tokens = [tokenizer.tokenize(t) for t in chunk_inputs]
+    keyword = KeywordIndex.build(chunk_tokens)
 
     cache = EmbeddingCache(settings.index_dir / "cache", model_fp, settings.embed_max_tokens)
     embedder: list[Embedder] = []
@@ -294,7 +295,7 @@ def rebuild(
     else:
         milvus = _milvus_client(settings)
         # Our tokens go in space-separated for the whitespace analyzer; jieba reads the text itself.
-        keyword_texts = ([" ".join(tokenizer.tokenize(t)) for t in chunk_inputs]
+        keyword_texts = ([" ".join(tokens) for tokens in chunk_tokens]
                          if settings.milvus_analyzer == "ours" else chunk_inputs)
         store_info = milvus_store.MilvusStore.write(
             milvus, settings.milvus_prefix, stamp, chunk_vecs, sent_vecs, keyword_texts,
