@@ -337,6 +337,7 @@ def rebuild(
     _swap_link(current, Path("builds") / stamp)
     _prune(builds, keep={final.name})
     if milvus is not None:
+        milvus_store.MilvusStore.point_aliases(milvus, settings.milvus_prefix, store_info)
         milvus_store.MilvusStore.prune(milvus, settings.milvus_prefix, _collections_in_use(builds), _alive)
     seconds = time.perf_counter() - t0
     log(f"Index built in {seconds:.1f}s ({embedded} texts embedded, the rest from cache): {final}")

@@ -252,10 +252,16 @@ def test_rebuild_killed_halfway_leaves_the_previous_build_serving(on_server):
     data = load_index(settings)
     assert data.manifest["store"] == before.manifest["store"]
     assert data.store.counts() == (len(before.chunks), len(before.sentences))
-    # The next build drops the dead build's half-filled collections.
-    rebuild(settings, force=True, progress=False, log=quiet)
     from pymilvus import MilvusClient
 
+    # The aliases for outside tools still name the live build's collections.
+    client = MilvusClient(uri=settings.resolved_milvus_uri)
+    assert client.describe_alias(f"{settings.milvus_prefix}_passages")["collection_name"] == \
+        data.manifest["store"]["passages"]
+    # The next build drops the dead build's half-filled collections and moves the aliases.
+    rebuild(settings, force=True, progress=False, log=quiet)
+    live = load_index(settings).manifest["store"]
+    assert client.describe_alias(f"{settings.milvus_prefix}_sentences")["collection_name"] == live["sentences"]
     names = [c for c in MilvusClient(uri=settings.resolved_milvus_uri).list_collections()
              if c.startswith(settings.milvus_prefix + "_")]
     assert len(names) == 4

@@ -8,7 +8,15 @@ Each build writes two new collections, ``<prefix>_<stamp>_<pid>_p`` (passages:
 vector, analysed text, BM25 sparse vector) and ``..._s`` (sentences: vector),
 and records their names in its manifest. The local ``current`` link swap stays
 the one commit point, so a build that dies leaves the previous collections
-serving; collections no build refers to are dropped by the next build.
+serving; collections no build refers to are dropped by the next build. Milvus
+(Lite too) has aliases, and ``<prefix>_passages`` / ``_sentences`` are moved to
+each new build for tools outside the service; the service does not read through
+them, because its texts (in the build folder) and its vectors must switch at the
+same instant, and only the link swap does both at once.
+
+Incremental: only new or changed text is embedded (the embedding cache), but
+every row is inserted into the new collections; rows of deleted documents are
+gone with the old collections.
 
 Keyword search runs in the engine: the passage text goes through an analyzer
 and a BM25 function into a sparse field. ``RAG_MILVUS_ANALYZER`` picks Milvus's
@@ -217,6 +225,24 @@ class MilvusStore:
             raise StoreUnavailable(f"Milvus failed while building {name}: {type(exc).__name__}: {_short(exc)}") from exc
         return {"kind": "milvus", "passages": name + PASSAGES, "sentences": name + SENTENCES,
                 "analyzer": analyzer, "tokenizer": tokenizer, "index_type": index_type}
+
+    @staticmethod
+    def point_aliases(client: Any, prefix: str, info: dict[str, Any]) -> None:
+        """Point ``<prefix>_passages`` / ``<prefix>_sentences`` at the live build, for tools outside
+        the service (the service itself follows the manifest, swapped with the index link, so texts
+        and vectors switch together)."""
+        try:
+            for kind in ("passages", "sentences"):
+                alias, coll = f"{prefix}_{kind}", str(info[kind])
+                if alias in client.list_aliases(collection_name=coll).get("aliases", []):
+                    continue
+                try:
+                    client.alter_alias(collection_name=coll, alias=alias)
+                except Exception:  # the alias does not exist yet
+                    client.create_alias(collection_name=coll, alias=alias)
+        except Exception as exc:
+            raise StoreUnavailable(f"Milvus failed to move the aliases of {prefix}: {type(exc).__name__}: "
+                                   f"{_short(exc)}") from exc
 
     @staticmethod
     def prune(client: Any, prefix: str, keep: set[str], alive: Callable[[int], bool]) -> list[str]:
