@@ -315,8 +315,9 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
     def health(svc: Service) -> Any:
         """Readiness: 200 when the index is loaded, 503 with the command to run when not."""
         llm = svc.generator is not None
+        ready = svc.ready  # first: it asks the store (Milvus), and svc.error then says why not
         body = HealthResponse(status="not ready", ready=False, model=svc.embedder.name, llm=llm, detail=svc.error)
-        if svc.ready:
+        if ready:
             data = svc.data
             # detail: why a rebuilt index was not loaded, if it was not (the previous one keeps serving).
             body = HealthResponse(status="ok", ready=True, chunks=len(data.chunks), documents=len(data.documents),

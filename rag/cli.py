@@ -86,6 +86,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.scale:
+        from rag.bench_scale import run_scale_command
+
+        return run_scale_command(args, _settings(args))
     from rag.bench import run_bench_command
 
     return run_bench_command(args, _settings(args))
@@ -207,6 +211,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--concurrency", default="1,4,8,16", help="comma-separated client counts")
     bench.add_argument("--report", type=Path, default=Path("eval/reports/bench.md"))
     bench.add_argument("--skip-build", action="store_true", help="skip the index build timings")
+    bench.add_argument("--scale", action="store_true",
+                       help="instead: the stores over synthetic corpora of growing size (long; see docs/scale.md)")
+    bench.add_argument("--sizes", default="10000,100000,1000000", help="with --scale: passages per corpus")
+    bench.add_argument("--stores", default="faiss-flat,faiss-hnsw,milvus-lite", help="with --scale: which stores")
+    bench.add_argument("--scale-out", dest="json_out", type=Path, default=Path("docs/scale-results.json"),
+                       help="with --scale: results JSON (the table goes beside it as .md, the plot as .png)")
+    bench.add_argument("--timeout", type=float, default=4 * 3600, help="with --scale: seconds per run")
     bench.set_defaults(func=_cmd_bench)
 
     reader = sub.add_parser("reader", help="the trained sentence reader")

@@ -67,6 +67,20 @@ class Settings(BaseSettings):
 
     faiss_index_type: Literal["flat", "hnsw"] = "flat"
 
+    # Where vectors and the keyword index live: faiss (embedded, in this process) or milvus.
+    store: Literal["faiss", "milvus"] = "faiss"
+    # A file path runs Milvus Lite (embedded); http(s)://host:port talks to a Milvus server or
+    # cluster. Empty means <index_dir>/milvus.db.
+    milvus_uri: str | None = None
+    milvus_token: SecretStr | None = None
+    # Collections are named <prefix>_<build>_p / _s: one prefix per deployment sharing a Milvus.
+    milvus_prefix: str = Field("hzrag", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    # ours: our jieba tokens (corpus-mined user dictionary) behind Milvus's whitespace analyzer;
+    # jieba: Milvus's own jieba analyzer. ours scored better on the dev split (docs/scale.md).
+    milvus_analyzer: Literal["ours", "jieba"] = "ours"
+    milvus_index_type: str = Field("AUTOINDEX", pattern=r"^[A-Z_]+$")  # for the dense fields
+    milvus_timeout: float = Field(10.0, gt=0)  # seconds per call, and for connecting
+
     # Retrieval.
     candidates: int = Field(40, ge=1, le=500)  # fetched per retriever before fusion
     fusion: Literal["rrf", "weighted"] = "weighted"
@@ -105,13 +119,13 @@ class Settings(BaseSettings):
     llm_api_key: SecretStr | None = None
     llm_timeout: float = Field(20.0, gt=0)
 
-    @field_validator("api_key", "llm_api_key", mode="before")
+    @field_validator("api_key", "llm_api_key", "milvus_token", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value in ("", None) else value
 
     @field_validator("model_path", "onnx_dir", "llm_base_url", "llm_model", "reader_dir", "judge_path",
-                     "abstain_threshold", mode="before")
+                     "abstain_threshold", "milvus_uri", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -129,6 +143,11 @@ class Settings(BaseSettings):
     @property
     def resolved_onnx_dir(self) -> Path:
         return self.onnx_dir or self.index_dir / "onnx"
+
+    @property
+    def resolved_milvus_uri(self) -> str:
+        """The Milvus to use: RAG_MILVUS_URI, else a Milvus Lite file in the index folder."""
+        return self.milvus_uri or str(self.index_dir / "milvus.db")
 
     @property
     def current_index(self) -> Path:

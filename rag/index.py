@@ -3,14 +3,17 @@
 Layout under ``settings.index_dir``::
 
     current -> builds/<stamp>     symlink, swapped atomically by os.replace
-    builds/<stamp>/               manifest.json, store.json, dense.faiss,
-                                  sentences.npy, keyword.npz(+vocab), userdict.txt
+    builds/<stamp>/               manifest.json, store.json (documents, passages and
+                                  sentences as text), userdict.txt, and the store's part:
+                                  faiss: dense.faiss, sentences.faiss, keyword.npz(+vocab)
+                                  milvus: idf.npz; the vectors live in the two Milvus
+                                  collections the manifest names (rag.store.milvus_store)
     cache/<model>.npz             embeddings keyed by content hash (incremental rebuilds)
 
-A rebuild writes a new ``builds/tmp-*`` folder, renames it, then swaps the
-``current`` link; a rebuild that dies (even by kill -9) leaves the previous
-index intact and serving. Loading checks the manifest against the files and
-the configured model.
+A rebuild writes a new ``builds/tmp-*`` folder (and, for Milvus, new
+collections), renames it, then swaps the ``current`` link; a rebuild that dies
+(even by kill -9) leaves the previous index intact and serving. Loading checks
+the manifest against the files, the store and the configured model.
 """
 
 from __future__ import annotations
@@ -36,24 +39,21 @@ from rag.corpus import CorpusError, CorpusLoadError
 from rag.embedding import Embedder, weights_fingerprint
 from rag.ingest.store import clean_source, load_sources
 from rag.keyword import KeywordIndex
+from rag.store import faiss_store, milvus_store
+from rag.store.base import REBUILD_HINT, IndexNotReady, SentenceVectors, Store, StoreUnavailable
 from rag.text import Tokenizer, mine_user_words
 from rag.types import Chunk, CleanDocument, Heading, Segment, Sentence
 
-FORMAT_VERSION = 1
-REBUILD_HINT = "Run `make index` (or `rag index rebuild`) to build it."
-_FILES = (
-    "manifest.json",
-    "store.json",
-    "dense.faiss",
-    "sentences.npy",
-    "keyword.npz",
-    "keyword.vocab.json",
-    "userdict.txt",
-)
+__all__ = ["BuildReport", "IndexData", "IndexNotReady", "StoreUnavailable", "index_version", "load_index",
+           "rebuild"]
+
+FORMAT_VERSION = 2  # 2: the store seam (sentences.faiss instead of sentences.npy; Milvus)
+_COMMON_FILES = ("manifest.json", "store.json", "userdict.txt")
+_STORE_FILES = {"faiss": faiss_store.FILES, "milvus": ("idf.npz",)}
 
 
-class IndexNotReady(RuntimeError):
-    """The index is missing, corrupt or does not match the settings. The message says what to run."""
+def _files(kind: str) -> tuple[str, ...]:
+    return _COMMON_FILES + _STORE_FILES.get(kind, ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +79,9 @@ class IndexData:
     documents: dict[str, CleanDocument]
     chunks: tuple[Chunk, ...]
     sentences: tuple[Sentence, ...]
-    dense: Any  # faiss.Index over chunk vectors
-    sentence_vectors: np.ndarray
-    keyword: KeywordIndex
+    store: Store  # passage and sentence vectors, keyword search
+    sentence_vectors: SentenceVectors  # ``[ids]`` fetches from the store
+    keyword: Any  # the store's keyword search (``search``, ``token_idf``)
     tokenizer: Tokenizer
 
 
@@ -98,9 +98,34 @@ def _chunk_settings(settings: Settings) -> dict[str, Any]:
         "target_chars": settings.chunk_target_chars,
         "max_chars": settings.chunk_max_chars,
         "overlap_sentences": settings.chunk_overlap_sentences,
-        "faiss_index_type": settings.faiss_index_type,
         "embed_max_tokens": settings.embed_max_tokens,
+        **_store_settings(settings),
     }
+
+
+def _store_settings(settings: Settings) -> dict[str, Any]:
+    """What, besides the inputs, decides the store's content (a change rebuilds)."""
+    if settings.store == "faiss":
+        return {"store": "faiss", "faiss_index_type": settings.faiss_index_type}
+    return {"store": "milvus", "milvus_uri": settings.resolved_milvus_uri, "milvus_prefix": settings.milvus_prefix,
+            "milvus_analyzer": settings.milvus_analyzer, "milvus_index_type": settings.milvus_index_type}
+
+
+def _milvus_client(settings: Settings) -> Any:
+    token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
+    return milvus_store.connect(settings.resolved_milvus_uri, token, settings.milvus_timeout)
+
+
+def _store_intact(settings: Settings, manifest: dict[str, Any]) -> bool:
+    """For Milvus, the collections the manifest names still exist (a new milvus.db has none)."""
+    if settings.store != "milvus":
+        return True
+    info = manifest.get("store", {})
+    try:
+        names = set(_milvus_client(settings).list_collections())
+    except Exception:  # unreachable: the rebuild below reports it properly
+        return False
+    return info.get("passages") in names and info.get("sentences") in names
 
 
 def _code_fingerprint() -> str:
@@ -177,20 +202,6 @@ def _embed_all(
     return np.stack([cache.vectors[k] for k in keys]).astype(np.float32), len(missing)
 
 
-def _faiss_index(vectors: np.ndarray, kind: str) -> Any:
-    import faiss
-
-    dim = vectors.shape[1]
-    if kind == "flat":
-        index = faiss.IndexFlatIP(dim)
-    elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-    else:
-        raise ValueError(f"Unknown faiss index type '{kind}'. Choose one of ['flat', 'hnsw']")
-    index.add(vectors)
-    return index
-
-
 def _fsync_tree(folder: Path) -> None:
     for path in folder.iterdir():
         with path.open("rb") as fh:
@@ -233,8 +244,8 @@ def rebuild(
         try:
             manifest = json.loads((current / "manifest.json").read_text())
             if manifest.get("input_fingerprint") == fingerprint and all(
-                (current / f).exists() for f in _FILES
-            ):
+                (current / f).exists() for f in _files(settings.store)
+            ) and _store_intact(settings, manifest):
                 log(f"Index is up to date ({manifest['counts']['chunks']} chunks); nothing to do.")
                 return BuildReport(
                     current.resolve(), time.perf_counter() - t0, len(docs),
@@ -258,7 +269,8 @@ def rebuild(
     user_words = mine_user_words([d.text for d in cleaned])
     tokenizer = Tokenizer(user_words)
     chunk_inputs = [_embed_input(c.title, c.text) for c in chunks]
-    keyword = KeywordIndex.build([tokenizer.tokenize(t) for t in chunk_inputs])
+    chunk_tokens = [tokenizer.tokenize(t) for t in chunk_inputs]
+    keyword = KeywordIndex.build(chunk_tokens)
 
     cache = EmbeddingCache(settings.index_dir / "cache", model_fp, settings.embed_max_tokens)
     embedder: list[Embedder] = []
@@ -280,11 +292,20 @@ def rebuild(
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     tmp = builds / f"tmp-{stamp}-{os.getpid()}"
     tmp.mkdir()
-    import faiss
-
-    faiss.write_index(_faiss_index(chunk_vecs, settings.faiss_index_type), str(tmp / "dense.faiss"))
-    np.save(tmp / "sentences.npy", sent_vecs)
-    keyword.save(tmp, "keyword")
+    milvus = None
+    if settings.store == "faiss":
+        store_info = faiss_store.FaissStore.write(tmp, chunk_vecs, sent_vecs, keyword, settings.faiss_index_type)
+    else:
+        milvus = _milvus_client(settings)
+        # Our tokens go in space-separated for the whitespace analyzer; jieba reads the text itself.
+        keyword_texts = ([" ".join(tokens) for tokens in chunk_tokens]
+                         if settings.milvus_analyzer == "ours" else chunk_inputs)
+        store_info = milvus_store.MilvusStore.write(
+            milvus, settings.milvus_prefix, stamp, chunk_vecs, sent_vecs, keyword_texts,
+            settings.milvus_analyzer, settings.milvus_index_type,
+            lite=milvus_store.is_lite(settings.resolved_milvus_uri), progress=progress,
+        )
+        milvus_store.IdfTable(keyword.vocab, keyword.idf, keyword.max_idf).save(tmp)
     (tmp / "userdict.txt").write_text("\n".join(user_words) + "\n", encoding="utf-8")
     store = {
         "documents": [
@@ -307,6 +328,7 @@ def rebuild(
         "chunking": _chunk_settings(settings),
         "files": files,
         "input_fingerprint": fingerprint,
+        "store": store_info,
         "counts": {"documents": len(cleaned), "chunks": len(chunks), "sentences": len(sentences),
                    "user_words": len(user_words)},
         "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -318,6 +340,9 @@ def rebuild(
     os.rename(tmp, final)
     _swap_link(current, Path("builds") / stamp)
     _prune(builds, keep={final.name})
+    if milvus is not None:
+        milvus_store.MilvusStore.point_aliases(milvus, settings.milvus_prefix, store_info)
+        milvus_store.MilvusStore.prune(milvus, settings.milvus_prefix, _collections_in_use(builds), _alive)
     seconds = time.perf_counter() - t0
     log(f"Index built in {seconds:.1f}s ({embedded} texts embedded, the rest from cache): {final}")
     return BuildReport(final, seconds, len(cleaned), len(chunks), len(sentences), embedded, False, tuple(errors))
@@ -341,6 +366,18 @@ def _prune(builds: Path, keep: set[str], keep_previous: int = 1) -> None:
         pid = path.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _collections_in_use(builds: Path) -> set[str]:
+    """The Milvus collections the remaining build folders name."""
+    names: set[str] = set()
+    for path in builds.iterdir():
+        try:
+            info = json.loads((path / "manifest.json").read_text()).get("store", {})
+        except (OSError, ValueError):
+            continue
+        names.update(str(info[k]) for k in ("passages", "sentences") if k in info)
+    return names
 
 
 def _alive(pid: int) -> bool:
@@ -394,7 +431,13 @@ def load_index(settings: Settings, model_fp: str | None = None) -> IndexData:
     if not link.exists():
         raise IndexNotReady(f"No index at {link}. {REBUILD_HINT}")
     path = link.resolve()
-    missing = [f for f in _FILES if not (path / f).is_file()]
+    if not (path / "manifest.json").is_file():
+        raise IndexNotReady(f"Index at {path} is incomplete (missing manifest.json). {REBUILD_HINT}")
+    try:
+        built_for = str(json.loads((path / "manifest.json").read_text()).get("store", {}).get("kind", "faiss"))
+    except (OSError, ValueError, AttributeError) as exc:
+        raise IndexNotReady(f"Index manifest at {path} is unreadable ({exc}). {REBUILD_HINT}") from exc
+    missing = [f for f in _files(built_for) if not (path / f).is_file()]
     if missing:
         raise IndexNotReady(f"Index at {path} is incomplete (missing {', '.join(missing)}). {REBUILD_HINT}")
     try:
@@ -417,17 +460,29 @@ def load_index(settings: Settings, model_fp: str | None = None) -> IndexData:
             f"Index was built with another embedding model ({manifest['model'].get('name')}, "
             f"weights {expected_model[:12]}) than the configured one (weights {model_fp[:12]}). {REBUILD_HINT}"
         )
-    reading = "dense.faiss"
+    if built_for != settings.store:
+        raise IndexNotReady(
+            f"The index at {path} was built for the {built_for} store, but RAG_STORE={settings.store}. "
+            f"Set RAG_STORE={built_for}, or rebuild for {settings.store}: {REBUILD_HINT}"
+        )
+    store: Store
+    reading = "the store files"
     try:
-        import faiss
+        if built_for == "faiss":
+            import faiss
 
-        dense = faiss.read_index(str(path / "dense.faiss"))
-        reading = "sentences.npy"
-        sentence_vectors = np.load(path / "sentences.npy")
-        reading = "keyword.npz"
-        keyword = KeywordIndex.load(path, "keyword")
+            reading = "dense.faiss"
+            passages = faiss.read_index(str(path / "dense.faiss"))
+            reading = "sentences.faiss"
+            sentence_index = faiss.read_index(str(path / "sentences.faiss"))
+            reading = "keyword.npz"
+            store = faiss_store.FaissStore(passages, sentence_index, KeywordIndex.load(path, "keyword"))
+        else:
+            reading = "idf.npz"
+            store = milvus_store.MilvusStore.open(_milvus_client(settings), settings.resolved_milvus_uri,
+                                                  manifest["store"], path)
         reading = "store.json"
-        store = json.loads((path / "store.json").read_text(encoding="utf-8"))
+        records = json.loads((path / "store.json").read_text(encoding="utf-8"))
         reading = "userdict.txt"
         user_words = (path / "userdict.txt").read_text(encoding="utf-8").split()
         reading = "store.json"  # its records become documents, chunks and sentences below
@@ -438,10 +493,12 @@ def load_index(settings: Settings, model_fp: str | None = None) -> IndexData:
                 tuple(Heading(*h) for h in d["headings"]),
                 d["title"], tuple(d.get("pages", ())),
             )
-            for d in store["documents"]
+            for d in records["documents"]
         }
-        chunks = tuple(Chunk(**{**c, "sent_ids": tuple(c["sent_ids"])}) for c in store["chunks"])
-        sentences = tuple(Sentence(**s) for s in store["sentences"])
+        chunks = tuple(Chunk(**{**c, "sent_ids": tuple(c["sent_ids"])}) for c in records["chunks"])
+        sentences = tuple(Sentence(**s) for s in records["sentences"])
+    except IndexNotReady:  # the store is unreachable or lacks this build: its own message says why
+        raise
     except Exception as exc:  # any parse failure means the files are damaged
         # Name the file, not the library's message: that one can hold source paths (faiss's do),
         # and this text is shown by /health. The cause stays chained for logs and debugging.
@@ -449,17 +506,23 @@ def load_index(settings: Settings, model_fp: str | None = None) -> IndexData:
             f"Index at {path} is corrupt ({reading} is unreadable: {type(exc).__name__}). {REBUILD_HINT}"
         ) from exc
     problems = []
-    if dense.d != dimension or sentence_vectors.shape[1:] != (dimension,):
-        problems.append(f"vector dimension differs from the manifest ({dimension})")
-    if dense.ntotal != len(chunks) or len(chunks) != counts["chunks"] or keyword.weights.shape[0] != len(chunks):
+    if isinstance(store, faiss_store.FaissStore):
+        n_passages, n_sentences, dim = store.counts()
+        if dim != dimension:
+            problems.append(f"vector dimension differs from the manifest ({dimension})")
+        if store.keyword.weights.shape[0] != len(chunks):
+            problems.append("chunk counts differ between files")
+    else:
+        n_passages, n_sentences = store.counts()
+    if n_passages != len(chunks) or len(chunks) != counts["chunks"]:
         problems.append("chunk counts differ between files")
-    if len(sentences) != counts["sentences"] or len(sentence_vectors) != len(sentences):
+    if len(sentences) != counts["sentences"] or n_sentences != len(sentences):
         problems.append("sentence counts differ between files")
     if problems:
-        raise IndexNotReady(f"Index at {path} is inconsistent: {'; '.join(problems)}. {REBUILD_HINT}")
+        raise IndexNotReady(f"Index at {path} is inconsistent: {'; '.join(dict.fromkeys(problems))}. {REBUILD_HINT}")
     tokenizer = Tokenizer(user_words)
     tokenizer.warm_up()
     return IndexData(
-        path, manifest, documents, chunks, sentences, dense,
-        sentence_vectors, keyword, tokenizer,
+        path, manifest, documents, chunks, sentences, store,
+        SentenceVectors(store, len(sentences)), store.keyword, tokenizer,
     )

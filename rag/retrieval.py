@@ -1,19 +1,31 @@
-"""Keyword (BM25 over jieba tokens) and dense (FAISS) retrieval, and their fusion.
+"""Keyword (BM25) and dense retrieval over a store, and their fusion.
 
 Each retriever fetches ``settings.candidates`` passages, more than the final
 ``top_k``; fusion is weighted (scores scaled to [0, 1] per retriever) or
 reciprocal-rank. Weights are tuned on the dev split of the gold set.
+
+The dense score of a passage is the better of its own similarity and its best
+sentence's. Nothing scans all sentences: two nearest-neighbour searches in the
+store (passages, and sentences mapped to the passages holding them) give the
+candidates and the similarities of the best sentences; the candidates' own
+similarities are then fetched by id. A sentence outside the sentence search's
+top ``SENTENCES_PER_CANDIDATE * candidates`` counts as not matching (it scores
+below every sentence returned), so query cost follows the candidate count, not
+the corpus size.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Iterable
 
 from rag.config import Settings
 from rag.index import IndexData
 from rag.types import Hit, Query
 
 MODES = ("hybrid", "keyword", "dense")
+# Sentences searched per passage candidate: the best sentences of the top passages must come
+# back for their passages to score as a full scan would.
+SENTENCES_PER_CANDIDATE = 5
 
 
 class Retriever:
@@ -22,28 +34,37 @@ class Retriever:
     def __init__(self, data: IndexData, settings: Settings) -> None:
         self.data = data
         self.settings = settings
-        # Flattened chunk -> sentence membership, for a per-chunk max with reduceat.
-        members = [sid for c in data.chunks for sid in c.sent_ids]
-        sizes = [len(c.sent_ids) for c in data.chunks]
-        self._members = np.asarray(members, dtype=np.int64)
-        self._starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        # sentence id -> the passages holding it (overlap puts a sentence in two).
+        owners: dict[int, list[int]] = {}
+        for c in data.chunks:
+            for sid in c.sent_ids:
+                owners.setdefault(sid, []).append(c.chunk_id)
+        self._owners = owners
 
     def retrieve(self, query: Query, top_k: int, mode: str = "hybrid") -> list[Hit]:
         """Best ``top_k`` passages for the query.
 
         Raises:
             ValueError: unknown mode.
+            rag.store.base.StoreUnavailable: the store did not answer.
         """
         if mode not in MODES:
             raise ValueError(f"Unknown retrieval mode '{mode}'. Choose one of {list(MODES)}")
         n = self.settings.candidates
         kw = self.keyword(query, n) if mode in ("hybrid", "keyword") else []
-        all_dense = self.dense_scores(query) if mode in ("hybrid", "dense") else None
-        dn = self.dense(query, n, all_dense) if all_dense is not None else []
+        weighted = mode == "hybrid" and self.settings.fusion != "rrf"
+        all_dense: dict[int, float] = {}
+        dn: list[tuple[int, float]] = []
+        if mode in ("hybrid", "dense"):
+            cands, passages, sentences = self.dense_candidates(query, n)
+            # Weighted fusion also needs keyword-only hits' dense scores: one fetch for both.
+            all_dense = self.dense_scores(query, cands | ({i for i, _ in kw} if weighted else set()),
+                                          passages, sentences)
+            dn = sorted(((i, all_dense[i]) for i in cands), key=lambda p: (-p[1], p[0]))[:n]
         kw_rank = {i: r for r, (i, _) in enumerate(kw, start=1)}
         dn_rank = {i: r for r, (i, _) in enumerate(dn, start=1)}
         fused: dict[int, float] = {}
-        if self.settings.fusion == "rrf" or mode != "hybrid":
+        if not weighted:
             k = self.settings.rrf_k
             w = self.settings.keyword_weight if mode == "hybrid" else 0.5
             for i, r in kw_rank.items():
@@ -62,10 +83,9 @@ class Retriever:
             # Scaled by the dense candidates' range; a passage missing from the keyword list scores 0 there.
             floor = dn[-1][1] if dn else 0.0
             ceil = dn[0][1] if dn else 1.0
-            assert all_dense is not None  # hybrid computes every passage's dense score
             for i in set(kw_rank) | set(dn_rank):
                 k_part = kw_scores.get(i, 0.0) / (top_kw or 1.0)
-                d = float(all_dense[i])  # keyword-only hits too, from the same computation
+                d = all_dense[i]  # keyword-only hits too, from the same computation
                 d_part = (d - floor) / (ceil - floor) if ceil > floor else 1.0
                 fused[i] = w * k_part + (1 - w) * max(d_part, 0.0)
         order = sorted(fused, key=lambda i: (-fused[i], i))[:top_k]
@@ -75,27 +95,37 @@ class Retriever:
     def keyword(self, query: Query, k: int) -> list[tuple[int, float]]:
         return self.data.keyword.search(query.tokens, k, query.token_weights)
 
-    def dense_scores(self, query: Query) -> np.ndarray:
-        """Every passage's dense score: the better of its own similarity and its best sentence's.
+    def dense_candidates(self, query: Query, k: int) -> tuple[set[int], dict[int, float], dict[int, float]]:
+        """Passages near the query or holding a sentence near it; the passage and sentence
+        similarities the two searches returned."""
+        store = self.data.store
+        passages = dict(store.passage_search(query.vector, k))
+        sentences = dict(store.sentence_search(query.vector, k * SENTENCES_PER_CANDIDATE))
+        ids = set(passages)
+        for sid in sentences:
+            ids.update(self._owners.get(sid, ()))
+        return ids, passages, sentences
 
-        A question usually matches one sentence more closely than the passage
-        around it. Sentence vectors are precomputed, so this is one matrix-vector
-        product plus one FAISS search over the passage vectors.
+    def dense_scores(self, query: Query, ids: Iterable[int], passages: dict[int, float],
+                     sentences: dict[int, float]) -> dict[int, float]:
+        """Each passage's dense score: the better of its own similarity and its best sentence's
+        among ``sentences`` (the sentence search's results).
+
+        Own similarities missing from ``passages`` are scored by the store by id.
         """
-        n = len(self.data.chunks)
-        sent = self.data.sentence_vectors @ query.vector
-        combined = np.maximum.reduceat(sent[self._members], self._starts)
-        k = min(self.settings.candidates, n)
-        scores, ids = self.data.dense.search(query.vector.reshape(1, -1).astype(np.float32), k)
-        for i, score in zip(ids[0], scores[0], strict=True):
-            if i >= 0:
-                combined[i] = max(combined[i], score)
-        return combined
+        ids = sorted(set(ids))
+        unknown = [i for i in ids if i not in passages]
+        own = dict(passages)
+        if unknown:
+            own.update(zip(unknown, self.data.store.passage_scores(query.vector, unknown).tolist(), strict=True))
+        chunks = self.data.chunks
+        return {
+            i: max([own[i], *(sentences[s] for s in chunks[i].sent_ids if s in sentences)])
+            for i in ids
+        }
 
-    def dense(self, query: Query, k: int, scores: np.ndarray | None = None) -> list[tuple[int, float]]:
+    def dense(self, query: Query, k: int) -> list[tuple[int, float]]:
         """Top ``k`` passages by :meth:`dense_scores`, best first."""
-        combined = self.dense_scores(query) if scores is None else scores
-        k = min(k, len(combined))
-        top = np.argpartition(-combined, k - 1)[:k]
-        top = top[np.argsort(-combined[top], kind="stable")]
-        return [(int(i), float(combined[i])) for i in top]
+        ids, passages, sentences = self.dense_candidates(query, k)
+        scores = self.dense_scores(query, ids, passages, sentences)
+        return sorted(scores.items(), key=lambda p: (-p[1], p[0]))[:k]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, replace
@@ -20,7 +21,14 @@ import numpy as np
 
 from rag.config import Settings
 from rag.embedding import Embedder, weights_fingerprint
-from rag.index import IndexData, IndexNotReady, index_version, load_index, release_memory
+from rag.index import (
+    IndexData,
+    IndexNotReady,
+    StoreUnavailable,
+    index_version,
+    load_index,
+    release_memory,
+)
 from rag.ingest.pages import page_of_line
 from rag.lang import is_follow_up
 from rag.pipeline import Pipeline, build_pipeline, reader_settings
@@ -108,6 +116,8 @@ class RagService:
         self._state: _State | None = None
         self._reload_lock = threading.Lock()
         self._failed_version: str | None = None  # a build that failed to load; retried when the link moves
+        self._store_down = False  # the store (Milvus) did not answer: retried on the next check
+        self._next_store_try = 0.0
         self.error: str | None = None
         self.sentence_model: Any = None  # the trained reader (RAG_READER=model), loaded by warm_up
         self.loads = 0  # indexes loaded since start (/metrics)
@@ -155,6 +165,11 @@ class RagService:
                 return False
             try:
                 data = load_index(self.settings, self._model_fp)
+            except StoreUnavailable as exc:
+                # Not the build's fault: retried by the next check, not marked as a failed build.
+                self.error = str(exc)
+                self._store_down = True
+                return False
             except IndexNotReady as exc:
                 # The previous state (if any) keeps serving.
                 self.error = str(exc)
@@ -167,6 +182,7 @@ class RagService:
             self.loads += 1
             self.error = None
             self._failed_version = None
+            self._store_down = False
             log.info("index loaded from build %s (built %s, %d chunks)%s", version, data.manifest.get("built_at"),
                      len(data.chunks), f"; replaces build {previous}" if previous else "")
             if previous is not None:
@@ -181,10 +197,37 @@ class RagService:
 
     @property
     def ready(self) -> bool:
-        return self._state is not None
+        """Loaded, and its store answers (a check of Milvus; free for the embedded store)."""
+        return self.check_store() and self._state is not None
+
+    def check_store(self) -> bool:
+        """Whether the store answers now; records why not in ``error`` and clears it on recovery.
+
+        A store that could not be reached at load time is loaded again here (at most
+        once a second), so the service recovers by itself when Milvus comes back.
+        """
+        state = self._state
+        if state is None:
+            if self._store_down and time.monotonic() >= self._next_store_try:
+                self._next_store_try = time.monotonic() + 1.0
+                self.reload(force=True)
+            return self._state is not None
+        try:
+            state.data.store.check()
+        except StoreUnavailable as exc:
+            self.error = str(exc)
+            self._store_down = True
+            return False
+        if self._store_down:
+            self._store_down = False
+            self.error = None
+        return True
 
     def require(self) -> _State:
         state = self._state
+        if state is None and self._store_down:
+            self.check_store()
+            state = self._state
         if state is None:
             raise IndexNotReady(self.error or "The index is not loaded. Run `make index`.")
         return state

@@ -184,10 +184,12 @@ def _counts_of_wrong_type(manifest: dict) -> None:
 
 
 def _fewer_sentences(build: Path) -> None:
+    import faiss
     import numpy as np
 
-    vectors = np.load(build / "sentences.npy")
-    np.save(build / "sentences.npy", vectors[:-10])
+    index = faiss.read_index(str(build / "sentences.faiss"))
+    index.remove_ids(np.arange(index.ntotal - 10, index.ntotal, dtype=np.int64))
+    faiss.write_index(index, str(build / "sentences.faiss"))
 
 
 def _remove(name: str) -> Callable[[Path], None]:
@@ -205,8 +207,8 @@ DAMAGE = {
     "manifest from another model": (_edit_manifest(_other_model), "another embedding model"),
     "manifest of another format": (_edit_manifest(_other_format), "format"),
     "manifest with counts of the wrong type": (_edit_manifest(_counts_of_wrong_type), "unreadable"),
-    "sentences.npy truncated": (_truncate("sentences.npy", 0.6), "corrupt"),
-    "sentences.npy with fewer rows": (_fewer_sentences, "sentence counts differ"),
+    "sentences.faiss truncated": (_truncate("sentences.faiss", 0.6), "corrupt"),
+    "sentences.faiss with fewer rows": (_fewer_sentences, "sentence counts differ"),
     "store.json truncated": (_truncate("store.json", 0.5), "corrupt"),
     "keyword.npz garbage": (_garbage("keyword.npz", b"PK\x03\x04garbage"), "corrupt"),
     "userdict.txt missing": (_remove("userdict.txt"), "missing userdict.txt"),

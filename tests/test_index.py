@@ -98,8 +98,9 @@ def test_manifest_records_model_chunking_files_and_counts(workspace):
     assert manifest["dimension"] == 512
     assert manifest["chunking"] == {
         "target_chars": 300, "max_chars": 420, "overlap_sentences": 1, "faiss_index_type": "flat",
-        "embed_max_tokens": 256,
+        "embed_max_tokens": 256, "store": "faiss",
     }
+    assert manifest["store"] == {"kind": "faiss", "index_type": "flat"}
     corpus_files = sorted(p for p in workspace.corpus_dir.glob("*.txt"))
     assert manifest["files"] == {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in corpus_files}
     assert "README.md" not in manifest["files"]
@@ -112,16 +113,17 @@ def test_manifest_records_model_chunking_files_and_counts(workspace):
     assert counts["user_words"] == len(user_words)
     built = datetime.fromisoformat(manifest["built_at"])
     assert built.tzinfo is not None
-    assert manifest["format_version"] == 1 and len(manifest["input_fingerprint"]) == 64
+    assert manifest["format_version"] == 2 and len(manifest["input_fingerprint"]) == 64
 
 
 def test_load_index_matches_the_manifest(workspace):
     data = load_index(workspace)
     counts = data.manifest["counts"]
     assert data.path == workspace.current_index.resolve()
-    assert data.dense.ntotal == len(data.chunks) == counts["chunks"]
-    assert data.dense.d == 512
-    assert data.sentence_vectors.shape == (counts["sentences"], 512)
+    assert data.store.counts() == (len(data.chunks), counts["sentences"], 512)
+    assert len(data.chunks) == counts["chunks"]
+    # Sentence vectors come from the store's sentence index by id.
+    assert data.sentence_vectors[[0, 7]].shape == (2, 512) and len(data.sentence_vectors) == counts["sentences"]
     assert len(data.sentences) == counts["sentences"]
     assert data.keyword.weights.shape[0] == len(data.chunks)
     assert sorted(data.documents) == sorted(p.stem for p in workspace.corpus_dir.glob("*.txt"))
@@ -168,7 +170,7 @@ def test_load_index_rejects_another_model_a_missing_file_and_no_index(workspace,
 
 def test_load_index_rejects_a_corrupt_vector_file(workspace, tmp_path):
     settings = _private_index(workspace, tmp_path)
-    (settings.current_index / "sentences.npy").write_bytes(b"not a numpy file")
+    (settings.current_index / "sentences.faiss").write_bytes(b"not a faiss file")
     with pytest.raises(IndexNotReady, match="corrupt"):
         load_index(settings)
 
