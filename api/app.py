@@ -8,6 +8,7 @@ library raises plain exceptions.
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -16,15 +17,19 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import documents as documents_api
 from api import openai_compat
+from api.observability import Metrics, RequestContext, quiet_progress_bars
 from api.schemas import (
     AUTH_RESPONSES,
     BODY_RESPONSES,
@@ -42,14 +47,47 @@ from api.schemas import (
 )
 from rag.config import Settings
 from rag.index import IndexNotReady
+from rag.normalize import QuestionRejected
 from rag.service import RagService, Turn, answer_to_dict, hit_to_dict
+from rag.types import Answer
 
 log = logging.getLogger("rag.api")
 STATIC = Path(__file__).parent / "static"
+OPENAI_PREFIX = "/v1/"
+# Where the question sits in each body, for a 422 on the question text (the chat routes: last message).
+_QUESTION_LOC: dict[str, list[str | int]] = {"/ask": ["body", "question"], "/search": ["body", "query"]}
+# OpenAI's error ``type`` by status; other 4xx are invalid requests, 5xx server errors.
+_OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+                 429: "rate_limit_error"}
+
+
+def error_body(path: str, status: int, message: str, *, detail: Any = None, param: str | None = None,
+               code: str | None = None) -> dict[str, Any]:
+    """The error body for ``path``: OpenAI's shape on /v1/*, FastAPI's ``{"detail": ...}`` elsewhere."""
+    if path.startswith(OPENAI_PREFIX):
+        kind = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return {"detail": message if detail is None else detail}
+
+
+def error_response(request: Request, status: int, message: str, *, detail: Any = None,
+                   param: str | None = None, code: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    body = error_body(request.url.path, status, message, detail=detail, param=param, code=code)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 class BodyLimit:
-    """Rejects request bodies over ``limit`` bytes with 413 before the app parses them."""
+    """Rejects request bodies over ``limit`` bytes with 413 before the app parses them.
+
+    The rest of a rejected body is read and thrown away (up to ``drain_bytes``)
+    before the 413 goes out: a server that answers and closes while the client is
+    still sending makes the client's kernel see a reset, and the client never reads
+    the 413. A body declared larger than ``drain_bytes`` is answered at once and
+    the connection closed: waiting for it would let one client hold the server.
+    """
+
+    drain_bytes = 16 * 1024 * 1024
 
     def __init__(self, app: ASGIApp, limit: int, upload_limit: int | None = None) -> None:
         self.app = app
@@ -64,7 +102,8 @@ class BodyLimit:
         declared = headers.get(b"content-length")
         limit = self.upload_limit if (scope["method"], scope["path"]) == ("POST", "/documents") else self.limit
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            await self._reject(send, limit)
+            drained = declared.isdigit() and int(declared) <= self.drain_bytes and await self._drain(receive, 0)
+            await self._reject(scope, send, drained, limit)
             return
         # Read the (bounded) body here so chunked uploads are limited too.
         chunks: list[bytes] = []
@@ -76,11 +115,11 @@ class BodyLimit:
                 break
             body = message.get("body", b"")
             size += len(body)
+            more = message.get("more_body", False)
             if size > limit:
-                await self._reject(send, limit)
+                await self._reject(scope, send, not more or await self._drain(receive, size), limit)
                 return
             chunks.append(body)
-            more = message.get("more_body", False)
         replayed = False
 
         async def replay() -> Message:
@@ -92,10 +131,24 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _reject(self, send: Send, limit: int) -> None:
-        body = f'{{"detail":"request body too large (limit {limit} bytes)"}}'.encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    async def _drain(self, receive: Receive, size: int) -> bool:
+        """Read and drop the rest of the body; True when it all arrived within ``drain_bytes``."""
+        while size <= self.drain_bytes:
+            message = await receive()
+            if message["type"] != "http.request":
+                return False  # the client went away
+            size += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return True
+        return False
+
+    async def _reject(self, scope: Scope, send: Send, drained: bool, limit: int) -> None:
+        message = f"request body too large (limit {limit} bytes)"
+        body = json.dumps(error_body(scope.get("path", ""), 413, message, code="request_too_large")).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if not drained:
+            headers.append((b"connection", b"close"))  # the unread rest cannot start another request
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 
@@ -137,9 +190,8 @@ def _watch(app: FastAPI, stop: threading.Event) -> None:
     reported = service.error
     while not stop.wait(interval):
         try:
-            if service.reload():
-                log.info("index reloaded: %s", service.version)
-            elif service.error and service.error != reported:
+            # A swap is logged by the service (which build, built when).
+            if not service.reload() and service.error and service.error != reported:
                 # Said once per failure, not on every poll.
                 log.warning("index not loaded%s: %s",
                             "; still serving the previous index" if service.ready else "", service.error)
@@ -159,12 +211,14 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        quiet_progress_bars()
         svc = service or RagService(settings)
         if not svc.ready:
             svc.warm_up()
         if not svc.ready:
             log.warning("service not ready: %s", svc.error)
         app.state.service = svc
+        metrics.watch(svc)
         app.state.documents.start()  # resumes indexing that a restart interrupted
         stop = threading.Event()
         watcher = None
@@ -188,10 +242,27 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
     # Several files of up to max_upload_bytes each may come in one upload request.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, upload_limit=4 * settings.max_upload_bytes + 2**20)
+    # Outermost: 413s and auth failures get a request id and are counted too.
+    metrics = Metrics()
+    app.state.metrics = metrics
+    app.add_middleware(RequestContext, metrics=metrics, routes=app.router.routes)
 
     @app.exception_handler(IndexNotReady)
     async def _not_ready(request: Request, exc: IndexNotReady) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=503)
+        return error_response(request, 503, str(exc), code="index_not_ready")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if not request.url.path.startswith(OPENAI_PREFIX):
+            return await http_exception_handler(request, exc)
+        return error_response(request, exc.status_code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(QuestionRejected)
+    async def _rejected(request: Request, exc: QuestionRejected) -> JSONResponse:
+        # The same 422 shape as FastAPI's own, pointing at the text that was rejected.
+        loc = _QUESTION_LOC.get(request.url.path, ["body", "messages", -1, "content"])
+        issue = {"loc": loc, "msg": str(exc), "type": "value_error"}
+        return error_response(request, 422, str(exc), detail=[issue], param="messages", code="invalid_question")
 
     @app.exception_handler(ValueError)
     async def _bad_value(request: Request, exc: ValueError) -> JSONResponse:
@@ -199,19 +270,32 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
             # A pydantic error raised inside a route is the server's own data not fitting its
             # models (requests are validated before the route runs): a 500, not the client's fault.
             return await _unexpected(request, exc)
-        return JSONResponse({"detail": str(exc)}, status_code=400)
+        return error_response(request, 400, str(exc))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error on %s %s: %s", request.method, request.url.path, type(exc).__name__, exc_info=exc)
-        return JSONResponse({"detail": "internal error"}, status_code=500)
+        return error_response(request, 500, "internal error")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         # Keep FastAPI's shape, minus echoed input (it may be huge or hold secrets).
         errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
                   for e in exc.errors()]
-        return JSONResponse({"detail": errors}, status_code=422)
+        # OpenAI's shape has one message and one param: every error in the message, the first as param.
+        where = [".".join(str(p) for p in e["loc"][1:]) or "body" for e in errors]
+        message = "; ".join(f"{w}: {e['msg']}" for w, e in zip(where, errors, strict=True))
+        return error_response(request, 422, message, detail=errors, param=where[0] if where else None,
+                              code="invalid_request")
+
+    def answered(answer: Answer) -> Answer:
+        metrics.record_answer(answer.abstained)
+        return answer
+
+    @app.get("/metrics", include_in_schema=False, dependencies=[Depends(require_key)])
+    def metrics_page() -> Response:
+        """Prometheus text format (behind the API key when one is set: send it as a bearer token)."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     protected = [Depends(require_key)]
     answering = {**AUTH_RESPONSES, **BODY_RESPONSES}
@@ -220,13 +304,14 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
              responses={503: {"model": HealthResponse}})
     def health(svc: Service) -> Any:
         """Readiness: 200 when the index is loaded, 503 with the command to run when not."""
-        body = HealthResponse(status="not ready", ready=False, model=svc.embedder.name, detail=svc.error)
+        llm = svc.generator is not None
+        body = HealthResponse(status="not ready", ready=False, model=svc.embedder.name, llm=llm, detail=svc.error)
         if svc.ready:
             data = svc.data
             # detail: why a rebuilt index was not loaded, if it was not (the previous one keeps serving).
             body = HealthResponse(status="ok", ready=True, chunks=len(data.chunks), documents=len(data.documents),
                                   model=svc.embedder.name, backend=svc.embedder.backend,
-                                  index_built_at=data.manifest.get("built_at"),
+                                  index_built_at=data.manifest.get("built_at"), llm=llm,
                                   detail=svc.error)
             return body
         return JSONResponse(body.model_dump(), status_code=503)
@@ -234,7 +319,7 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
     @app.post("/ask", response_model=AskResponse, dependencies=protected, tags=["answers"], responses=answering)
     def ask(req: AskRequest, svc: Service) -> Any:
         """Answer a question with citations, or abstain when the sources do not hold it."""
-        return answer_to_dict(svc.ask(req.question, top_k=req.top_k, mode=req.mode))
+        return answer_to_dict(answered(svc.ask(req.question, top_k=req.top_k, mode=req.mode)))
 
     @app.post("/search", response_model=SearchResponse, dependencies=protected, tags=["answers"],
               responses=answering)
@@ -246,7 +331,7 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
     def chat(req: ChatRequest, svc: Service) -> Any:
         """Answer the last user message; follow-ups are resolved from the history."""
         turns = [Turn(m.role, m.content) for m in req.messages]
-        return answer_to_dict(svc.chat(turns, top_k=req.top_k, mode=req.mode))
+        return answer_to_dict(answered(svc.chat(turns, top_k=req.top_k, mode=req.mode)))
 
     @app.get("/documents/{doc_id}", response_model=DocumentResponse, dependencies=protected, tags=["documents"],
              responses={**AUTH_RESPONSES, 404: {"model": ErrorResponse, "description": "unknown document id"}})
@@ -277,7 +362,7 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
             raise IndexNotReady(svc.error or "index not loaded")
         return ReloadResponse(reloaded=swapped, index=svc.version, error=svc.error)
 
-    openai_compat.register(app, protected)
+    openai_compat.register(app, protected, answered)
     documents_api.register(app, protected)
 
     if STATIC.is_dir():

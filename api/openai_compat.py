@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
@@ -19,16 +19,10 @@ from fastapi.params import Depends
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from api.schemas import (
-    AUTH_RESPONSES,
-    BODY_RESPONSES,
-    MAX_MESSAGES,
-    MAX_QUESTION_CHARS,
-    CitationOut,
-    check_text,
-)
+from api.schemas import MAX_MESSAGES, CitationOut, openai_responses
 from rag.service import RagService, Turn, answer_to_dict
 from rag.types import Answer
+from rag.writer import closest_passages
 
 MODEL_ID = "hz-rag"
 
@@ -52,6 +46,12 @@ class OAMessage(BaseModel):
         return self.content or ""
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool = False
+
+
 class ChatCompletionRequest(BaseModel):
     # Clients send many optional knobs (temperature, max_tokens, ...); they are accepted and ignored.
     model_config = ConfigDict(extra="allow")
@@ -59,6 +59,7 @@ class ChatCompletionRequest(BaseModel):
     model: str = MODEL_ID
     messages: list[OAMessage] = Field(..., min_length=1, max_length=MAX_MESSAGES)
     stream: bool = False
+    stream_options: StreamOptions | None = None
 
     @field_validator("messages")
     @classmethod
@@ -66,10 +67,6 @@ class ChatCompletionRequest(BaseModel):
         users = [m for m in v if m.role in ("user", "assistant")]
         if not users or v[-1].role != "user":
             raise ValueError("the last message must have role 'user'")
-        text = v[-1].text()
-        if len(text) > MAX_QUESTION_CHARS:
-            raise ValueError(f"the last user message must be at most {MAX_QUESTION_CHARS} characters")
-        check_text(text, "the last user message")
         return v
 
 
@@ -114,7 +111,10 @@ class OAModelList(BaseModel):
 
 
 def reply_text(answer: Answer) -> str:
-    """The answer with its [n] markers, then a short sources list."""
+    """The answer with its [n] markers, then a short sources list; an abstaining
+    answer lists the closest passages it promises."""
+    if answer.abstained:
+        return "\n".join([answer.text, *closest_passages(answer.hits)])
     if not answer.citations:
         return answer.text
     sources = "\n".join(
@@ -123,47 +123,67 @@ def reply_text(answer: Answer) -> str:
     return f"{answer.text}\n\n来源：\n{sources}"
 
 
-def _stream(answer: Answer, completion_id: str, created: int, model: str) -> Iterator[str]:
-    def event(delta: dict[str, Any], finish: str | None = None, extra: dict[str, Any] | None = None) -> str:
+def usage(prompt: str, reply: str) -> OAUsage:
+    """Counts in characters: the service has no LLM tokenizer (a Chinese character is about a token)."""
+    return OAUsage(prompt_tokens=len(prompt), completion_tokens=len(reply), total_tokens=len(prompt) + len(reply))
+
+
+def _stream(answer: Answer, completion_id: str, created: int, model: str, used: OAUsage | None) -> Iterator[str]:
+    """SSE chunks; with ``used`` (stream_options.include_usage) every chunk carries ``usage: null``
+    and a last chunk with no choices carries the counts, as OpenAI sends them."""
+    with_usage = {"usage": None} if used is not None else {}
+
+    def event(choices: list[dict[str, Any]], extra: dict[str, Any]) -> str:
         chunk = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **(extra or {})}
+                 "choices": choices, **extra}
         return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
 
-    yield event({"role": "assistant", "content": ""})
+    def delta(content: dict[str, Any], finish: str | None = None, extra: dict[str, Any] | None = None) -> str:
+        return event([{"index": 0, "delta": content, "finish_reason": finish}], {**with_usage, **(extra or {})})
+
+    yield delta({"role": "assistant", "content": ""})
     text = reply_text(answer)
     # Small pieces so a chat client shows the answer growing.
     for i in range(0, len(text), 24):
-        yield event({"content": text[i : i + 24]})
-    citations = answer_to_dict(answer)["citations"]
-    yield event({}, "stop", {"citations": citations, "abstained": answer.abstained})
+        yield delta({"content": text[i : i + 24]})
+    # The last chunk carries what a page needs besides the text (the chat page renders from it).
+    body = answer_to_dict(answer)
+    keys = ("citations", "abstained", "confidence", "hits", "note", "question", "rewritten", "lead")
+    yield delta({}, "stop", {k: body[k] for k in keys})
+    if used is not None:
+        yield event([], {"usage": used.model_dump()})
     yield "data: [DONE]\n\n"
 
 
-def register(app: FastAPI, protected: list[Depends]) -> None:
+def register(app: FastAPI, protected: list[Depends], on_answer: Callable[[Answer], None]) -> None:
+    """Add the /v1 routes; ``on_answer`` sees every answer (metrics)."""
+
     @app.get("/v1/models", response_model=OAModelList, dependencies=protected, tags=["openai"],
-             responses=AUTH_RESPONSES)
+             responses=openai_responses(401, 413, 503))
     def models() -> Any:
         return OAModelList(data=[OAModel(id=MODEL_ID, created=0, owned_by="hz-rag")])
 
     @app.post("/v1/chat/completions", response_model=ChatCompletionResponse, dependencies=protected, tags=["openai"],
-              responses={**AUTH_RESPONSES, **BODY_RESPONSES,
+              responses={**openai_responses(400, 401, 413, 422, 503),
                          200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true"}})
     def chat_completions(req: ChatCompletionRequest, request: Request) -> Any:
         """OpenAI chat completions over the sources (model name is ignored beyond being echoed)."""
         svc: RagService = request.app.state.service
         turns = [Turn(m.role, m.text()) for m in req.messages if m.role in ("user", "assistant")]
         answer = svc.chat(turns)
+        on_answer(answer)
         created = int(time.time())
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-        if req.stream:
-            return StreamingResponse(_stream(answer, completion_id, created, req.model),
-                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         text = reply_text(answer)
-        prompt_chars = sum(len(t.content) for t in turns)
+        used = usage("".join(t.content for t in turns), text)
+        if req.stream:
+            include_usage = req.stream_options is not None and req.stream_options.include_usage
+            return StreamingResponse(_stream(answer, completion_id, created, req.model, used if include_usage else None),
+                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         return ChatCompletionResponse(
             id=completion_id, created=created, model=req.model,
             choices=[OAChoice(message=OAChoiceMessage(content=text))],
-            usage=OAUsage(prompt_tokens=prompt_chars, completion_tokens=len(text), total_tokens=prompt_chars + len(text)),
+            usage=used,
             citations=[CitationOut(**c) for c in answer_to_dict(answer)["citations"]],
             abstained=answer.abstained,
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from rag.corpus import line_span, title_at
+from rag.corpus import LIST_ITEM, line_span, title_at
 from rag.types import Chunk, CleanDocument, Sentence
 
 _SENTENCE_END = re.compile(r"[。！？!?；;]+[”’」』）)]*|\n")
@@ -71,7 +71,7 @@ def make_chunks(
     """
     if target > max_chars:
         raise ValueError(f"chunk target ({target}) must not exceed chunk max ({max_chars})")
-    heading_level = {h.start: h.level for h in doc.headings}
+    heading_level = {h.start: h.level for h in doc.headings if h.level != LIST_ITEM}
     chunks: list[Chunk] = []
     group: list[Sentence] = []
 

@@ -1,4 +1,4 @@
-"""The ``rag`` command: ``index rebuild | ask | search | add | remove | documents | eval | bench | serve``.
+"""The ``rag`` command: ``index rebuild | ask | search | add | remove | documents | eval | bench | serve | reader train``.
 
 Builds the one :class:`Settings` from the environment (and flags) and passes it
 down. ``main(argv) -> int`` so tests can call it in-process.
@@ -43,9 +43,15 @@ def _cmd_ask(args: argparse.Namespace) -> int:
 
         print(json.dumps(answer_to_dict(answer), ensure_ascii=False, indent=2))
     else:
+        from rag.writer import closest_passages
+
         print(answer.text)
         for c in answer.citations:
             print(f"  [{c.id}] {c.doc_id} lines {c.line_start}-{c.line_end} ({c.title}): {c.text}")
+        if answer.abstained:
+            for line in closest_passages(answer.hits):
+                print(f"  {line}")
+        print(f"  confidence (P answer right): {answer.confidence:.2f}")
     return 0
 
 
@@ -63,9 +69,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
+    from api.observability import log_config
 
-    app = create_app(_settings(args))
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    settings = _settings(args)
+    app = create_app(settings)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                log_config=log_config(settings.log_format, args.log_level))
     return 0
 
 
@@ -139,6 +148,12 @@ def _cmd_documents(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_reader_train(args: argparse.Namespace) -> int:
+    from rag.reader_train import run_train_command
+
+    return run_train_command(args, _settings(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rag", description=__doc__.splitlines()[0])
     parser.add_argument("--corpus-dir", dest="corpus_dir", type=Path, help="default: corpus (RAG_CORPUS_DIR)")
@@ -206,6 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--report", type=Path, default=Path("eval/reports/bench.md"))
     bench.add_argument("--skip-build", action="store_true", help="skip the index build timings")
     bench.set_defaults(func=_cmd_bench)
+
+    reader = sub.add_parser("reader", help="the trained sentence reader")
+    rsub = reader.add_subparsers(dest="reader_command", required=True)
+    rt = rsub.add_parser("train", help="make data, train, export int8 ONNX and measure on dev")
+    rt.add_argument("--out", type=Path, default=Path("models/reader"), help="default: models/reader")
+    rt.add_argument("--epochs", type=int, default=3)
+    rt.add_argument("--max-pairs", dest="max_pairs", type=int, default=14000)
+    rt.add_argument("--seed", type=int, default=13)
+    rt.set_defaults(func=_cmd_reader_train)
     return parser
 
 

@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     # PDF pages are rendered at for OCR.
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024)
     ocr_dpi: int = Field(200, ge=72, le=600)
+    # Server logs: text lines, or one JSON object per line carrying the request id.
+    log_format: Literal["text", "json"] = "text"
 
     # Optional LLM generation through an OpenAI-compatible server.
     llm_base_url: str | None = None

@@ -19,6 +19,7 @@ from rag.text import CJK, normalize_width
 from rag.types import CleanDocument, Document, Heading, Segment
 
 SUFFIXES = (".txt", ".md")
+LIST_ITEM = 3  # heading level of an item in a run of short lines (see _mark_list_items)
 TERMINAL = "。！？!?；;…"
 CLOSERS = "”’」』）)】》\"'"
 # A line ending in one of these continues on the next line.
@@ -207,11 +208,125 @@ def _narrow_column_joins(lines: list[_Line], idx: int, continuing: bool) -> bool
     return False
 
 
+# Ending a title never needs these: a line ending in one is a clause cut by the column.
+_CLAUSE_TAIL = "的和与为是在将把对由等并或以从被给于其"
+# A line ending in a job title (optionally followed by the person's name) labels a quote.
+_ROLE_LINE = re.compile(
+    rf"(?:CEO|主任|经理|董事长|总裁|负责人|秘书长|书记|委员|院长|研究员|创始人|局长|处长|部长|主席|董事|所长|会长)"
+    rf"[{CJK}]{{0,3}}$"
+)
+_CREDIT_MARK = re.compile(r"[/／]")
+# Sidebar labels keep their words as a title, without the marks: "【代表企业】", "平台发展方向>>>".
+_LABEL_MARKS = re.compile(r"^[【\[［]\s*|\s*[】\]］]$|\s*[>》]{2,}\s*$")
+_CAPTION = re.compile(r"(?:效果|鸟瞰|示意|全景|航拍)?图$")
+_CLAUSE_HEAD = re.compile(r"^(?:的|了|随着|围绕|作为|位于|为了)")
+_CUT_NAME = re.compile(r"(?:有限|股份有限|研究)$")  # "…科技有限" / "公司": a company or centre name cut short
+_MID_STOP = re.compile(r"[。？?；;]")
+_CJK_CHAR = re.compile(rf"[{CJK}]")
+_WORDS = None
+
+
+def _jieba():
+    """jieba's default dictionary, loaded on the first call (not at import)."""
+    global _WORDS
+    if _WORDS is None:
+        import jieba
+
+        jieba.setLogLevel(60)
+        _WORDS = jieba.Tokenizer()
+    return _WORDS
+
+
+def _cut_mid_word(line: str, following: str) -> bool:
+    """Does a word run across the break ("城市发" / "展研究中心")? Then the line is a column fragment."""
+    if not following or not _CJK_CHAR.match(line[-1]) or not _CJK_CHAR.match(following[0]):
+        return False
+    # A short unpunctuated next line is a heading of its own ("…可互认" / "股权融资…" is no word "认股").
+    if (len(following) <= 12 and not _ends_sentence(following) and following[-1] not in CONTINUES
+            and "，" not in following):
+        return False
+    tail, head = line[-6:], following[:6]
+    pos = 0
+    for word in _jieba().lcut(tail + head, HMM=False):
+        if pos < len(tail) < pos + len(word):
+            return True
+        pos += len(word)
+    return False
+
+
+def _runs_on(line: str, following: str) -> bool:
+    """Does this unpunctuated line go on into ``following``? (A column cut it mid-sentence.)
+
+    Signs: a last clause of one or two characters after a comma ("以现有产业为基础，以半"),
+    a function word or a cut company name at the end ("…成立于", "…科技有限"), or a
+    word that runs on across the break ("城市发" / "展").
+    """
+    if "，" in line and len(_CJK_CHAR.findall(line.rsplit("，", 1)[1])) < 4:
+        return True
+    return _ends_with_particle(line) or bool(_CUT_NAME.search(line)) or _cut_mid_word(line, following)
+
+
+def _ends_with_particle(line: str) -> bool:
+    """Is the last word a lone function word ("成立|于", "机制|和"), not part of one ("参与")?"""
+    if line[-1:] not in _CLAUSE_TAIL:
+        return False
+    return len(_jieba().lcut(line[-6:], HMM=False)[-1]) == 1
+
+
+def is_fragment(line: str, following: str = "") -> bool:
+    """Is a short unpunctuated line a piece of a sentence cut by a narrow column, not a heading?
+
+    Besides running on into ``following`` (:func:`_runs_on`): a sentence stop inside
+    it ("…更高效？杭州城市大"), or an opening that goes on from the line before ("的…").
+    """
+    stripped = line.rstrip(CLOSERS)
+    return bool(_MID_STOP.search(stripped) or _CLAUSE_HEAD.match(stripped)) or _runs_on(stripped, following)
+
+
+def section_name(text: str) -> str | None:
+    """The passage title a heading gives, or None when it names nothing.
+
+    Headings that stay in the structure but name nothing: bylines and credits
+    ("通讯员 / 许莉莎"), a person's job ("…管理办公室主任"), dates ("2020.3.25"),
+    photo captions ("…效果图") and column fragments (:func:`is_fragment`).
+    Sidebar labels lose their marks ("平台发展方向>>>" -> "平台发展方向").
+    """
+    name = _LABEL_MARKS.sub("", text)
+    ok = (
+        len(_CJK_CHAR.findall(name)) >= 4
+        and len(name) <= 40
+        and not _CREDIT_MARK.search(name)
+        and not _ROLE_LINE.search(name)
+        and not _CAPTION.search(name)
+        and not is_fragment(name)
+    )
+    return name if ok else None
+
+
 def _glue(left: str, right: str) -> str:
     """No space between CJK (or digit/CJK) pieces; one space between Latin words."""
     if left and right and re.match(r"[A-Za-z]", left[-1]) and re.match(r"[A-Za-z]", right[0]):
         return " "
     return ""
+
+
+def _mark_list_items(headings: list[Heading], run: int = 4, width: int = 10) -> list[Heading]:
+    """Runs of ``run`` or more short headings with nothing between them are list items.
+
+    A magazine's keyword cloud or company list ("集成电路 / 柔性 / 电子显示 / …")
+    comes out as one short line after another; none of them heads the text
+    that follows, so they get :data:`LIST_ITEM` and name no passage.
+    """
+    out = list(headings)
+    i = 0
+    while i < len(out):
+        j = i
+        while j + 1 < len(out) and out[j + 1].start == out[j].end + 1 and len(out[j + 1].text) <= width:
+            j += 1
+        if j - i + 1 >= run and len(out[i].text) <= width:
+            out[i : j + 1] = [Heading(h.start, h.end, h.text, LIST_ITEM) for h in out[i : j + 1]]
+        i = j + 1
+    return out
 
 
 def clean_document(doc: Document) -> CleanDocument:
@@ -269,6 +384,9 @@ def clean_document(doc: Document) -> CleanDocument:
             or _narrow_column_joins(kept, idx, continuing)
             or (nxt is not None and not nxt.markdown_heading and not _ends_sentence(line)
                 and bool(_WORD_TAIL.match(nxt.text)))
+            # A short column line cut mid-word or mid-clause ("以现有产业为基础，以半" / "导体产业…").
+            or (nxt is not None and not nxt.starts_new and not _ends_sentence(line)
+                and line[-1] not in CLOSERS and _runs_on(line, nxt.text))
         )
         standalone = not continuing and not joins
         is_heading = False
@@ -278,7 +396,8 @@ def clean_document(doc: Document) -> CleanDocument:
                 h = headings[pending_title_idx]
                 headings[pending_title_idx] = Heading(h.start, h.end, h.text, 1)
             pending_title_idx = None
-        elif md or (standalone and not _ends_sentence(line) and len(line) <= 40):
+        elif md or (standalone and not _ends_sentence(line) and len(line) <= 40
+                    and not is_fragment(line, nxt.text if nxt else "")):
             is_heading = True
             level = 1 if md else 2
             headings.append(Heading(start, pos, line, level))
@@ -287,8 +406,9 @@ def clean_document(doc: Document) -> CleanDocument:
             pending_title_idx = None
         after_heading = is_heading
         continuing = joins
+    headings = _mark_list_items(headings)
     text = "".join(parts)
-    title = next((h.text for h in headings if len(h.text) >= 4), doc.doc_id)
+    title = next((name for h in headings if h.level != LIST_ITEM and (name := section_name(h.text))), doc.doc_id)
     return CleanDocument(
         doc.doc_id, doc.path, doc.sha256, text, tuple(segments), tuple(headings), title
     )
@@ -306,12 +426,12 @@ def line_span(doc: CleanDocument, start: int, end: int) -> tuple[int, int]:
     return offset_to_line(doc, start), offset_to_line(doc, max(start, end - 1))
 
 
-def title_at(doc: CleanDocument, offset: int, min_len: int = 4) -> str:
-    """The nearest heading at or before ``offset`` that is long enough to name a section."""
+def title_at(doc: CleanDocument, offset: int) -> str:
+    """The name of the nearest heading at or before ``offset`` that names a section (:func:`section_name`)."""
     best = doc.title
     for h in doc.headings:
         if h.start > offset:
             break
-        if len(h.text) >= min_len:
-            best = h.text
+        if h.level != LIST_ITEM:
+            best = section_name(h.text) or best
     return best

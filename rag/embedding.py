@@ -147,6 +147,18 @@ def export_onnx(model_path: Path, target: Path) -> None:
         meta_tmp.unlink(missing_ok=True)
 
 
+def token_arrays(encodings: Sequence[Any]) -> dict[str, np.ndarray]:
+    """``tokenizers`` encodings as int64 model inputs, padded to the longest."""
+    width = max(len(e.ids) for e in encodings)
+    # Padding positions are masked out, so the pad id itself never matters.
+    arrays = {n: np.zeros((len(encodings), width), dtype=np.int64) for n in _INPUTS}
+    for row, e in enumerate(encodings):
+        arrays["input_ids"][row, : len(e.ids)] = e.ids
+        arrays["attention_mask"][row, : len(e.ids)] = e.attention_mask
+        arrays["token_type_ids"][row, : len(e.ids)] = e.type_ids
+    return arrays
+
+
 class _OnnxRunner:
     """An ONNX Runtime session plus the model's tokenizer and pooling."""
 
@@ -185,14 +197,7 @@ class _OnnxRunner:
             batch = self._hf(texts, padding=True, truncation=True, max_length=limit, return_tensors="np")
             return {n: np.asarray(batch[n], dtype=np.int64) for n in self.inputs}
         self._fast.enable_truncation(max_length=limit)
-        encodings = self._fast.encode_batch(texts)
-        width = max(len(e.ids) for e in encodings)
-        # Padding positions are masked out, so the pad id itself never matters.
-        arrays = {n: np.zeros((len(texts), width), dtype=np.int64) for n in _INPUTS}
-        for row, e in enumerate(encodings):
-            arrays["input_ids"][row, : len(e.ids)] = e.ids
-            arrays["attention_mask"][row, : len(e.ids)] = e.attention_mask
-            arrays["token_type_ids"][row, : len(e.ids)] = e.type_ids
+        arrays = token_arrays(self._fast.encode_batch(texts))
         return {n: arrays[n] for n in self.inputs}
 
     def encode(self, texts: list[str], max_tokens: int) -> np.ndarray:

@@ -15,6 +15,8 @@ the configured model.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import hashlib
 import json
 import os
@@ -354,6 +356,20 @@ def _alive(pid: int) -> bool:
 
 
 # --- load -------------------------------------------------------------------
+
+
+def release_memory() -> None:
+    """Hand the memory of a replaced index back to the system (call after a swap).
+
+    The old index's objects are freed when the last request on it ends, but freed
+    memory stays in the C allocator's arenas; without this a reloading server grows
+    with every reload. Collecting cycles first frees what only the collector can.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)  # glibc only; elsewhere the memory is simply kept
+    except (OSError, AttributeError):
+        pass
 
 
 def index_version(settings: Settings) -> str | None:

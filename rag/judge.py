@@ -32,16 +32,16 @@ DEFAULT_JUDGE_MODEL_READER = DEFAULT_JUDGE.with_name("judge-reader.json")  # for
 RULE_FEATURES = (
     "confidence_rules", "best_score", "margin", "best_dense", "best_coverage", "value_miss", "asks_value",
     "year_conflict", "unknown_place", "top_hit", "hit_gap", "keyword_top", "dense_top",
-    "asks_entity", "has_lead",
+    "asks_entity", "has_lead", "person_miss", "zone_miss",
 )
 MODEL_FEATURES = ("model_best", "model_max")
 # Candidate signal sets, from few to all; `rag judge fit` keeps the one whose cross-validated
 # dev predictions decline the most unanswerable questions within the false-abstention budget
 # (the dev split is small: fewer signals can generalise better).
 FEATURE_SETS = {
-    "core": ("confidence_rules", "value_miss", "unknown_place", "year_conflict"),
+    "core": ("confidence_rules", "value_miss", "unknown_place", "year_conflict", "person_miss", "zone_miss"),
     "compact": ("confidence_rules", "margin", "best_score", "value_miss", "unknown_place", "year_conflict",
-                "asks_entity", "asks_value", "top_hit"),
+                "person_miss", "zone_miss", "asks_entity", "asks_value", "top_hit"),
     "all": RULE_FEATURES,
 }
 
@@ -208,12 +208,21 @@ class Judge:
             "dense_top": float(best.hit.dense_rank == 1),
             "asks_entity": float(check is None and bool(lang.ASKS_ENTITY.search(query.text))),
             "has_lead": float(bool(lead)),
+            # Asks who, and the cited sentence names nobody.
+            "person_miss": float(bool(lang.ASKS_PERSON.search(query.text)) and lang.person(best_text) is None),
+            # Asks about a zone the cited passage never names ("永康经济开发区" answered from 路桥's).
+            "zone_miss": float(self._zone_miss(query.text, best.hit.chunk.title + best.hit.chunk.text + best_text)),
         }
         scored = [c.model_score for c in candidates if c.model_score is not None]
         if scored:
             out["model_best"] = best.model_score if best.model_score is not None else 0.0
             out["model_max"] = max(scored)
         return out
+
+    def _zone_miss(self, question: str, passage: str) -> bool:
+        # Only a place-like name counts: "拿到综保区…" names no zone.
+        names = {n for n in lang.zone_names(normalize_width(question)) if self.data.tokenizer.is_proper(n)}
+        return bool(names) and not any(n in normalize_width(passage) for n in names)
 
     def unknown_place(self, query: Query) -> str | None:
         """A county or development zone the question names that the sources never mention, if any.
@@ -304,15 +313,17 @@ def fit(
     if len(set(y)) < 2:
         raise ValueError("The judge needs both right and wrong answers to learn from; the dev run has only one kind.")
 
+    repeats = 5
+
     def oof(c: float) -> np.ndarray:
         out = np.zeros(len(y))
         # Repeated with shuffled folds: the dev split is small.
-        for rep in range(3):
+        for rep in range(repeats):
             skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed + rep)
             for train, test in skf.split(x, y):
                 mean, scale = x[train].mean(0), x[train].std(0) + 1e-9
                 m = LogisticRegression(C=c, max_iter=2000).fit((x[train] - mean) / scale, y[train])
-                out[test] += m.predict_proba((x[test] - mean) / scale)[:, 1] / 3
+                out[test] += m.predict_proba((x[test] - mean) / scale)[:, 1] / repeats
         return out
 
     grid = (0.03, 0.1, 0.3, 1.0, 3.0)

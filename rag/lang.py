@@ -17,7 +17,7 @@ NOT_FOUND = "资料中没有找到这个问题的答案。"
 
 # What kind of fact a question asks for, from its interrogative word.
 ASKS_NUMBER = re.compile(r"多少|几[个家项年座所次位名倍成亿万千百十天秒分种条款台辆人%]|多大|多长|多高|多远|多久|比例|比重|百分之|占比|第几")
-ASKS_DATE = re.compile(r"何时|什么时候|哪一?年|哪一?天|哪个月|几月|几号|哪日|日期")
+ASKS_DATE = re.compile(r"何时|什么时候|哪一?年|哪几年|哪些年|哪一?天|哪个月|几月|几号|哪日|日期")
 ASKS_REASON = re.compile(r"为什么|为何|原因|何以|怎么会")
 ASKS_NAME = re.compile(r"叫什么|什么名|名称|称为什么|称作什么|简称")
 # Questions answered by a name: which one, who, what is it called.
@@ -31,6 +31,29 @@ NAME_SUFFIX = re.compile(
 # What is left of a name without its suffix must name something: "有限公司" alone does not.
 GENERIC_STEM = re.compile(r"^(?:股份)?有限$|^股份$|^[^\u4e00-\u9fff]*$")
 NUMERIC = re.compile(r"[\d一二三四五六七八九十百千万亿两]")
+NUMERALS_ = "0-9一二三四五六七八九十两半"
+# Who: a role, and the person's name right after it or before a verb of saying.
+ROLES = (
+    "党工委书记|副书记|书记|副主任|主任|校长|院长|所长|董事长|总经理|副总经理|经理|总裁|创始人|创办人|负责人|局长|区长|"
+    "市长|县长|镇长|主席|秘书长|院士|教授|委员|总监|总工程师|首席执行官|CEO"
+)
+ASKS_PERSON = re.compile(rf"谁|哪位|(?:{ROLES})(?:是|叫|的名字|姓)")
+SURNAMES = (
+    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢"
+    "姜崔钟谭陆汪范金石廖贾夏韦付方邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤葛楼屠应鲍"
+)
+PERSON = re.compile(
+    rf"(?:{ROLES})\s*([{SURNAMES}][\u4e00-\u9fff]{{1,2}}?)(?=[，,。、说表介认指坦告：:（(]|$)"
+    rf"|([{SURNAMES}][\u4e00-\u9fff]{{1,2}})(?=说|表示|介绍|认为|指出|坦言|告诉)"
+    r"|([\u4e00-\u9fff]{1,5}·[\u4e00-\u9fff]{1,8})"
+)
+# A zone named in a question ("永康经济开发区"): its name is what precedes the suffix.
+ZONE_NAME = re.compile(
+    r"([\u4e00-\u9fff]{2,4}?)(?:国家级)?(?:高新技术产业开发区|经济技术开发区|经济开发区|综合保税区|综保区|经开区|开发区|高新区)"
+)
+# A share or rate is answered by a percentage (or 几成/几倍), not by any amount.
+ASKS_RATE = re.compile(r"百分之|百分比|百分点|增长率|增速|增幅|占比|比重|比例")
+RATE_VALUE = re.compile(rf"[\d{NUMERALS_}]+(?:\.\d+)?\s*(?:%|％|个百分点|成|倍)|百分之[{NUMERALS_}]+")
 HAS_NAME = re.compile(r"“[^”]{2,20}”|《[^》]{2,30}》|「[^」]{2,20}」")
 NUMERALS = "0-9一二三四五六七八九十百千万亿两半"
 HAS_DATE = re.compile(r"\d{4}\s*年|\d{1,2}\s*月|\d{1,2}\s*日|今年|去年|明年|年底|年初|上半年|下半年|季度")
@@ -39,7 +62,7 @@ HAS_REASON = re.compile(r"因为|由于|原因|为了|所以|因此|从而|得�
 ANAPHOR = re.compile(r"^[^，,。]{0,6}[，,]?[“\"]?(她|他|它|其[^他中次余实]|该[^地区市县]|这[里家位些]|那[里家位些]|此处)")
 UNITS = (
     "万亿元|亿美元|万美元|亿元|万元|元|平方公里|平方米|万平方米|立方米|公里|千米|米|亩|万人次|人次|万人|人|名|家|个|项|"
-    "%|倍|天|小时|分钟|秒|吨|辆|台|套|所|座|栋|条|款|批|届|位|成"
+    "%|倍|年|个月|周|天|小时|分钟|秒|吨|辆|台|套|所|座|栋|条|款|批|届|位|成"
 )
 DATE_VALUE = re.compile(r"\d{4}年(?:\d{1,2}月)?(?:\d{1,2}日)?|\d{1,2}月\d{1,2}日|\d{1,2}月")
 NUMBER_VALUE = re.compile(
@@ -78,12 +101,17 @@ MARKER = re.compile(r"\[\d+\]")
 PRONOUN = re.compile(
     r"它们|它的|它|他们|她们|该(?:公司|企业|平台|园区|项目|区|地|市|县|镇|园|集团|基地|中心)|这家(?:公司|企业)?|那家(?:公司|企业)?"
     r"|这个(?:平台|园区|项目|地方)?|那个(?:平台|园区|项目|地方)?|其(?=[^他中次余实])|此地|那里|这里"
+    r"|^这(?=[占是有在为比])"
 )
 # Pronouns, demonstratives and elliptical endings that make a turn lean on the previous one.
 FOLLOW_UP = re.compile(
     r"它|他们|她们|他的|她的|其中|该[地区市县镇园企公平项]|这个|那个|这里|那里|这些|那些|这家|那家|此[处地外]|上述|前者|后者"
-    r"|^(那|那么|还有|另外|此外|同时|以及|并且)|呢[？?。\s]*$"
+    r"|^(那|那么|还有|另外|此外|同时|以及|并且)|^这(?=[占是有在为比])|呢[？?。\s]*$"
 )
+# "从75秒缩减至5秒": a change states two values; a question about where it went
+# ("缩短到几秒", "降至多少") asks for the second, one about where it started ("从多少") the first.
+CHANGE_TO = re.compile(r"[^，。；,;]{0,8}?(?:至|到|为|成)\s*")
+ASKS_FROM = re.compile(r"从|原来|原先|原本|之前|以前|[成造设革建]前")
 # Openers and closers an elliptical follow-up wraps its new piece in ("那省级的呢？").
 ELLIPSIS_EDGES = re.compile(r"^(?:那么|那|还有|另外|此外|同时|以及|并且)[，,]?|的?呢?[？?。！!\s]*$")
 CJK_CHAR = re.compile(r"[\u4e00-\u9fff]")
@@ -103,6 +131,8 @@ def value_check(question: str) -> tuple[re.Pattern[str], bool] | None:
         return re.compile(rf"[\d{NUMERALS}]\s*(?:多|余)?\s*(?:万亿|亿|万|千)?\s*(?:{unit})", re.IGNORECASE), False
     if ASKS_DATE.search(question):
         return HAS_DATE, False
+    if ASKS_RATE.search(question):
+        return RATE_VALUE, False
     if "第几" in question:
         return ORDINAL, False
     if ASKS_NUMBER.search(question):
@@ -116,6 +146,16 @@ def lacks_value(check: tuple[re.Pattern[str], bool] | None, text: str) -> bool:
         return False
     pattern, strip_dates = check
     return not pattern.search(DATE_VALUE.sub("", text) if strip_dates else text)
+
+
+def person(text: str) -> str | None:
+    """The first person's name the text gives after a role or before a verb of saying."""
+    m = PERSON.search(text)
+    return next((g for g in m.groups() if g), None) if m else None
+
+
+def zone_names(text: str) -> set[str]:
+    return {m.group(1) for m in ZONE_NAME.finditer(text)}
 
 
 def years(text: str) -> set[int]:

@@ -81,7 +81,7 @@ def build_pipeline(
     judge_path = settings.judge_path or (DEFAULT_JUDGE_MODEL_READER if use_model else DEFAULT_JUDGE)
     reader = Reader(data, reader_cfg, sentence_model if use_model else None)
     return Pipeline(
-        QueryBuilder(data.tokenizer, encode_many, QueryConfig()),
+        QueryBuilder(data.tokenizer, encode_many, QueryConfig(max_question_chars=settings.max_question_chars)),
         Retriever(data, settings),
         reader,
         Judge(data, JudgeConfig(judge_path, settings.abstain_threshold)),

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rag import lang
+from rag.normalize import normalize_question, retrieval_text
 from rag.text import match_key, normalize_width
 from rag.types import Query
 
@@ -40,6 +41,7 @@ class QueryConfig:
     previous_answer_weight: float = 0.3
     previous_answer_chars: int = 120
     max_subject_chars: int = 16  # a lead longer than this is a sentence, not a subject
+    max_question_chars: int = 1000  # the one limit on a question's length (RAG_MAX_QUESTION_CHARS)
 
 
 def _clean(text: str) -> str:
@@ -160,11 +162,22 @@ class QueryBuilder:
         return Query(text, tuple(tokens), tuple(weights), combined, tuple(terms.values()), focus,
                      asked or text, rewritten)
 
+    def from_text(self, raw: str) -> Query:
+        """The Query for text typed on its own (a search).
+
+        Raises:
+            QuestionRejected: empty once normalised, or over the length limit.
+        """
+        typed = normalize_question(raw, self.config.max_question_chars)
+        return self.build(typed.text, asked=typed.display)
+
     def from_turns(self, turns: Sequence[Turn]) -> Query:
-        """The Query for the last user turn of a chat.
+        """The Query for the last user turn of a chat, normalised (invisible characters and
+        emoji out, traditional to simplified) and, for a follow-up, rewritten.
 
         Raises:
             ValueError: no turns, an unknown role, or the last turn is not the user's.
+            QuestionRejected: the last turn is empty once normalised, or over the length limit.
         """
         if not turns:
             raise ValueError("messages must hold at least one turn")
@@ -173,5 +186,8 @@ class QueryBuilder:
                 raise ValueError(f"Unknown role '{t.role}'. Choose one of {list(ROLES)}")
         if turns[-1].role != "user":
             raise ValueError("the last message must be a user turn")
-        text, rewritten, context = self.rewrite(turns)
-        return self.build(text, context, asked=turns[-1].content.strip(), rewritten=rewritten)
+        typed = normalize_question(turns[-1].content, self.config.max_question_chars)
+        # Earlier turns are read in their retrieval form too; they are never rejected.
+        normalised = [*(Turn(t.role, retrieval_text(t.content)) for t in turns[:-1]), Turn("user", typed.text)]
+        text, rewritten, context = self.rewrite(normalised)
+        return self.build(text, context, asked=typed.display, rewritten=rewritten)

@@ -27,6 +27,7 @@ class SentenceModel(Protocol):
     """A trained model that reads question and sentence together (see rag.reader_model)."""
 
     def score(self, question: str, sentences: Sequence[str]) -> object: ...
+    def pair(self, sentence: str, title: str, previous: str) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,10 +143,18 @@ class Reader:
     def _with_model(self, question: str, candidates: list[Candidate]) -> list[Candidate]:
         """The trained reader scores the best rule candidates (in their context); its
         probability joins the ranking score with weight ``config.model``."""
+        assert self.model is not None
         n = min(self.config.model_candidates, len(candidates))
         head = candidates[:n]
-        texts = ["".join(s.text for s in self.span(cand.sentence)) for cand in head]
-        probs = self.model.score(question, texts)  # type: ignore[union-attr]
+        sents = self.data.sentences
+        # The candidate reads as the model was trained to read it (its title, the sentence before).
+        texts = [
+            self.model.pair(c.sentence.text, c.sentence.title,
+                            sents[c.sentence.sent_id - 1].text if c.sentence.sent_id > 0
+                            and sents[c.sentence.sent_id - 1].doc_id == c.sentence.doc_id else "")
+            for c in head
+        ]
+        probs = self.model.score(question, texts)
         rescored = [
             Candidate(cand.sentence, cand.hit, cand.score + self.config.model * float(p), cand.coverage,
                       cand.dense, cand.context_dense, float(p))

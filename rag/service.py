@@ -8,6 +8,7 @@ requests in flight finish on the state they started with).
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Mapping, Sequence
@@ -19,7 +20,7 @@ import numpy as np
 
 from rag.config import Settings
 from rag.embedding import Embedder, weights_fingerprint
-from rag.index import IndexData, IndexNotReady, index_version, load_index
+from rag.index import IndexData, IndexNotReady, index_version, load_index, release_memory
 from rag.ingest.pages import page_of_line
 from rag.lang import is_follow_up
 from rag.pipeline import Pipeline, build_pipeline, reader_settings
@@ -28,6 +29,7 @@ from rag.retrieval import MODES
 from rag.types import Answer, CleanDocument, Hit
 
 __all__ = ["RagService", "Turn", "answer_to_dict", "hit_to_dict", "is_follow_up"]
+log = logging.getLogger("rag.service")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,12 @@ class QueryEncoder:
         self._queue: queue.SimpleQueue[tuple[str, Future[np.ndarray]]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        # Forward passes by batch size (index = size); written by the worker only, read by /metrics.
+        self._batches = [0] * (max_batch + 1)
+
+    def batch_sizes(self) -> list[int]:
+        """How many forward passes encoded 0, 1, 2, ... questions together."""
+        return list(self._batches)
 
     def _run(self) -> None:
         # OpenMP thread counts are per thread: set them where the model runs.
@@ -61,6 +69,7 @@ class QueryEncoder:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            self._batches[len(batch)] += 1
             try:
                 vectors = self.embedder.encode([text for text, _ in batch])
             except Exception as exc:  # hand the failure to every waiting request
@@ -101,6 +110,7 @@ class RagService:
         self._failed_version: str | None = None  # a build that failed to load; retried when the link moves
         self.error: str | None = None
         self.sentence_model: Any = None  # the trained reader (RAG_READER=model), loaded by warm_up
+        self.loads = 0  # indexes loaded since start (/metrics)
         # Optional LLM writer (RAG_LLM_BASE_URL); the extractive answer is its fallback.
         self.generator = None
         if settings.llm_base_url:
@@ -150,11 +160,17 @@ class RagService:
                 self.error = str(exc)
                 self._failed_version = version
                 return False
+            previous = self._state.version if self._state is not None else None
             pipeline = build_pipeline(self.settings, data, self.encoder.encode_many, self.sentence_model)
             pipeline.warm_up()
             self._state = _State(data, pipeline, version)
+            self.loads += 1
             self.error = None
             self._failed_version = None
+            log.info("index loaded from build %s (built %s, %d chunks)%s", version, data.manifest.get("built_at"),
+                     len(data.chunks), f"; replaces build {previous}" if previous else "")
+            if previous is not None:
+                release_memory()
             return True
 
     @property
@@ -186,10 +202,15 @@ class RagService:
         return k
 
     def search(self, query: str, top_k: int | None = None, mode: str = "hybrid") -> list[Hit]:
+        """The best passages for ``query`` (normalised like a question).
+
+        Raises:
+            QuestionRejected: the query is empty once normalised, or too long.
+        """
         if mode not in MODES:
             raise ValueError(f"Unknown retrieval mode '{mode}'. Choose one of {list(MODES)}")
         state = self.require()
-        return state.pipeline.retrieve(state.pipeline.queries.build(query), self._top_k(top_k), mode)
+        return state.pipeline.retrieve(state.pipeline.queries.from_text(query), self._top_k(top_k), mode)
 
     def ask(self, question: str, top_k: int | None = None, mode: str = "hybrid") -> Answer:
         """Answer one question on its own."""
@@ -200,6 +221,7 @@ class RagService:
 
         Raises:
             ValueError: no turns, an unknown role, the last turn is not the user's, a bad top_k or mode.
+            QuestionRejected: the question is empty once normalised, or too long.
         """
         if mode not in MODES:
             raise ValueError(f"Unknown retrieval mode '{mode}'. Choose one of {list(MODES)}")

@@ -36,7 +36,7 @@ class Segment:
 
 @dataclass(frozen=True, slots=True)
 class Heading:
-    """A heading line in the cleaned text; ``level`` 1 starts an article."""
+    """A heading line in the cleaned text; ``level`` 1 starts an article, 3 is a list item (no title)."""
 
     start: int
     end: int

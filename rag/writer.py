@@ -39,8 +39,24 @@ class WriterConfig:
 
 def abstain(query: Query, verdict: Verdict, hits: Sequence[Hit]) -> Answer:
     """The not-found answer: no citations, the closest passages as hits."""
-    return Answer(ABSTAIN_TEXT, True, (), tuple(hits), verdict.probability, query.text,
+    return Answer(ABSTAIN_TEXT, True, (), tuple(hits), verdict.probability, shown_question(query),
                   rewritten=query.rewritten, note=verdict.reason)
+
+
+def shown_question(query: Query) -> str:
+    """The question an answer names: the rewritten one for a follow-up, else what was typed."""
+    return query.text if query.rewritten else (query.asked or query.text)
+
+
+def closest_passages(hits: Sequence[Hit], n: int = 3, chars: int = 80) -> list[str]:
+    """The passages an abstaining answer offers instead, one line each, for text clients."""
+    out = []
+    for i, hit in enumerate(hits[:n], start=1):
+        c = hit.chunk
+        text = " ".join(c.text.split())
+        text = text if len(text) <= chars else text[: chars - 1] + "…"
+        out.append(f"{i}. 《{c.title}》（{c.doc_id}，第{c.line_start}-{c.line_end}行）{text}")
+    return out
 
 
 class ExtractiveWriter:
@@ -77,8 +93,8 @@ class ExtractiveWriter:
         # read every sentence of them, so its choice ranks better than retrieval alone.
         cited = list(dict.fromkeys([best.hit.chunk.chunk_id] + [item.hit.chunk.chunk_id for _, item in groups]))
         ordered = sorted(hits, key=lambda h: cited.index(h.chunk.chunk_id) if h.chunk.chunk_id in cited else len(cited))
-        return Answer("".join(parts), False, tuple(citations), tuple(ordered), verdict.probability, query.text,
-                      lead=lead or "", rewritten=query.rewritten)
+        return Answer("".join(parts), False, tuple(citations), tuple(ordered), verdict.probability,
+                      shown_question(query), lead=lead or "", rewritten=query.rewritten)
 
     # --- the lead value ---------------------------------------------------------------
 
@@ -90,6 +106,8 @@ class ExtractiveWriter:
             if weight < 1.0:
                 continue  # words from earlier chat turns do not anchor
             for piece in (word, *subs):
+                if len(piece) < 2:
+                    continue  # a unit or particle ("秒", "前") says nothing about where the value is
                 pos = low.find(piece)
                 if pos >= 0:
                     anchor = max(anchor, pos + len(piece))
@@ -118,9 +136,18 @@ class ExtractiveWriter:
             m = pattern.search(sentence, anchor)
             if m is None or m.start() - anchor > self.config.lead_gap or re.search(r"[，。；,;]", sentence[anchor : m.start()]):
                 return None
+            # "从75秒缩减至5秒" answers "缩短到几秒" with the value it changed to.
+            to = lang.CHANGE_TO.match(sentence, m.end())
+            if to and not lang.ASKS_FROM.search(question) and sentence[m.start() - 1 : m.start()] == "从":
+                second = pattern.match(sentence, to.end())
+                if second:
+                    m = second
             value = m.group().strip().removeprefix("达").removeprefix("共")
             # A value in another unit than the one asked ("多少吨" -> "1000家") answers nothing.
             return None if lang.lacks_value(lang.value_check(question), value) else value
+        if lang.ASKS_PERSON.search(question):
+            m = lang.PERSON.search(sentence)
+            return (m.group(1) or m.group(2)) if m else None
         if lang.ASKS_ENTITY.search(question):
             return self._lead_name(query, sentence)
         return None

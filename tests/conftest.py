@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,6 +59,19 @@ def index_copy(tmp_path_factory, settings) -> Path:
         shutil.copytree(src / "cache", dst / "cache")
     os.symlink(os.readlink(src / "current"), dst / "current")
     return dst
+
+
+def error_detail(resp) -> Any:
+    """An error response's message: FastAPI's ``detail`` (a string or a list of errors), or on
+    /v1/* the ``message`` of OpenAI's ``{"error": {message, type, param, code}}``, whose shape is checked."""
+    body = resp.json()
+    if resp.request.url.path.startswith("/v1/"):
+        assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}, body
+        return body["error"]["message"]
+    return body["detail"]
+
+
+OPENAI_INTERNAL_ERROR = {"error": {"message": "internal error", "type": "server_error", "param": None, "code": None}}
 
 
 @contextmanager

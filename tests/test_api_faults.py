@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, run_server
+from conftest import ROOT, error_detail, run_server
 
 from api.app import create_app
 from rag.config import Settings
@@ -112,7 +112,7 @@ def assert_not_ready(url: str) -> None:
         for method, path, payload in requests:
             resp = c.request(method, path, json=payload)
             assert resp.status_code == 503, (path, resp.status_code, resp.text[:300])
-            detail = resp.json()["detail"]
+            detail = error_detail(resp)
             assert HINT in detail, (path, detail)
             assert "answer" not in resp.json() and "hits" not in resp.json()
             assert not CODE_PATHS.search(resp.text), resp.text

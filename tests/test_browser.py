@@ -1,8 +1,10 @@
 """The chat page in real headless Chromium (Playwright), against a real server, model and index.
 
 Covers: ask -> answer bubble with [n] markers -> cited passage with <mark> -> whole-document
-page with the sentence in view; a follow-up turn; a question the sources do not answer; a 422
-shown with the server's message; the API-key prompt on 401; phone width. Screenshots go to
+page with the sentence in view; a follow-up turn; a question the sources do not answer (its
+closest passages folded); a 422 shown with the server's message; the API-key prompt on 401;
+conversations kept across a reload, switched and deleted; example questions; the copy and stop
+buttons; dark mode; the answer streamed when an LLM writes it; phone width. Screenshots go to
 tests/artifacts/. Uses Debian's /usr/bin/chromium; never downloads a browser.
 """
 
@@ -27,6 +29,8 @@ ANSWER_TIMEOUT = 60_000  # ms; the first answer may still warm caches
 Q_MAIN = "钱塘新区哪个产业平台主攻半导体产业？"
 Q_FOLLOW = "它的总面积是多少？"
 Q_ABSENT = "杭州综保区的海关关区代码是多少？"
+Q_ELSEWHERE = "巴黎埃菲尔铁塔有多高？"  # a place the articles never mention
+PHONE = {"viewport": {"width": 375, "height": 740}, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +169,7 @@ def test_absent_answer(base_url, context):
     classes = reply.get_attribute("class") or ""
     assert "error" not in classes
     if "abstained" in classes:
-        assert reply.locator(".badge").inner_text() == "资料中未找到答案"
+        assert reply.locator(".badge").inner_text() == "未找到"
     else:
         assert reply.locator(".answer").inner_text().strip()
     page.screenshot(path=artifact("absent.png"), full_page=True)
@@ -183,8 +187,9 @@ def test_absent_answer(base_url, context):
     ask(page, Q_ABSENT)
     wait_replies(page, 1)
     reply = page.locator(".msg.assistant.abstained").last
-    assert reply.locator(".badge").inner_text() == "资料中未找到答案"
+    assert reply.locator(".badge").inner_text() == "未找到"
     assert "没有找到" in reply.locator(".answer").inner_text()
+    reply.locator("details.closest summary").click()
     hits = reply.locator(".suggestions li")
     assert hits.count() >= 1
     assert hits.first.locator("a.open-doc").get_attribute("href").startswith("/static/doc.html?doc=")
@@ -207,7 +212,7 @@ def test_errors_shown(base_url, context):
     err = page.locator(".msg.error")
     err.wait_for()
     assert "422" in err.inner_text()
-    assert "at most 1000 characters" in err.inner_text()
+    assert "最多 1000 个字符" in err.inner_text()
     assert page.locator("#question").input_value() == long_q
     page.screenshot(path=artifact("error.png"))
 
@@ -270,3 +275,293 @@ def test_phone_width(base_url, browser):
         doc.screenshot(path=artifact("phone_document.png"))
     finally:
         ctx.close()
+
+
+def reply_ready(page, n: int) -> None:
+    """Wait until the n-th assistant reply is fully rendered (its action row is there)."""
+    page.wait_for_function("n => document.querySelectorAll('.msg.assistant .actions').length >= n",
+                           arg=n, timeout=ANSWER_TIMEOUT)
+
+
+def answered(page, base_url: str, question: str) -> dict:
+    """Open the page, ask ``question``, wait for the rendered reply; the /chat response body."""
+    page.goto(base_url + "/")
+    with page.expect_response(lambda r: r.url.endswith("/chat")) as resp:
+        ask(page, question)
+    reply_ready(page, 1)
+    return resp.value.json()
+
+
+def no_horizontal_scroll(page) -> None:
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= page.viewport_size["width"] + 1, width
+
+
+def test_history_survives_reload_and_conversations_switch(base_url, context):
+    page = context.new_page()
+    page.goto(base_url + "/")
+    assert page.locator(".conv").count() == 0
+    ask(page, Q_MAIN)
+    reply_ready(page, 1)
+    first_answer = page.locator(".msg.assistant .answer").first.inner_text()
+    assert page.locator(".conv").count() == 1
+    assert page.locator(".conv-open").first.inner_text() == Q_MAIN
+
+    # A reload shows the same conversation, citations still clickable.
+    page.reload()
+    page.locator(".msg.assistant").first.wait_for()
+    assert page.locator(".msg.user").first.inner_text() == Q_MAIN
+    assert page.locator(".msg.assistant .answer").first.inner_text() == first_answer
+    page.locator("button.cite").first.click()
+    page.locator(".passage mark").first.wait_for()
+    page.screenshot(path=artifact("history_reload.png"), full_page=True)
+
+    # A second conversation; both are listed, the newest first, and each one opens as it was.
+    page.locator("#new-chat").click()
+    assert page.locator(".msg").count() == 0 and page.locator("#welcome").is_visible()
+    ask(page, Q_ABSENT)
+    reply_ready(page, 1)
+    titles = page.locator(".conv-open").all_inner_texts()
+    assert titles == [Q_ABSENT, Q_MAIN]
+    page.locator(".conv-open", has_text=Q_MAIN).click()
+    assert page.locator(".msg.user").all_inner_texts() == [Q_MAIN]
+    assert page.locator(".conv-open[aria-current=true]").inner_text() == Q_MAIN
+    # A follow-up in the older conversation sends that conversation's history only.
+    with page.expect_request(lambda r: r.url.endswith("/chat") and r.method == "POST") as req:
+        ask(page, Q_FOLLOW)
+    sent = json.loads(req.value.post_data or "{}")["messages"]
+    assert [m["content"] for m in sent if m["role"] == "user"] == [Q_MAIN, Q_FOLLOW]
+    reply_ready(page, 2)
+    page.screenshot(path=artifact("conversations.png"))
+
+    # Delete the other conversation; after a reload one remains, with its two turns.
+    page.locator(".conv", has_text=Q_ABSENT).locator(".conv-delete").click()
+    assert page.locator(".conv").count() == 1
+    page.reload()
+    page.locator(".msg.assistant").nth(1).wait_for()
+    assert page.locator(".msg.user").all_inner_texts() == [Q_MAIN, Q_FOLLOW]
+    assert page.locator(".conv").count() == 1
+    assert context.errors == []
+
+
+def test_history_at_phone_width(base_url, browser):
+    ctx = browser.new_context(**PHONE)
+    try:
+        page = ctx.new_page()
+        page.goto(base_url + "/")
+        # The list is folded away at phone width; the menu button opens it.
+        assert not page.locator("#convs").is_visible()
+        ask(page, Q_MAIN)
+        reply_ready(page, 1)
+        page.reload()
+        page.locator(".msg.assistant").first.wait_for()
+        page.locator("#toggle-convs").click()
+        page.locator(".conv-open", has_text=Q_MAIN).wait_for(state="visible")
+        no_horizontal_scroll(page)
+        page.screenshot(path=artifact("phone_conversations.png"))
+        page.locator(".conv-open", has_text=Q_MAIN).click()
+        page.locator("#convs").wait_for(state="hidden")
+        assert page.locator(".msg.user").inner_text() == Q_MAIN
+    finally:
+        ctx.close()
+
+
+def test_example_question_asks_and_shows_a_cited_answer(base_url, context, browser):
+    page = context.new_page()
+    page.goto(base_url + "/")
+    examples = page.locator("#welcome button.example")
+    assert examples.count() >= 3
+    page.screenshot(path=artifact("examples.png"))
+    question = examples.first.inner_text()
+    with page.expect_response(lambda r: r.url.endswith("/chat")) as resp:
+        examples.first.click()
+    data = resp.value.json()
+    reply_ready(page, 1)
+    assert page.locator(".msg.user").inner_text() == question
+    reply = page.locator(".msg.assistant").last
+    assert not data["abstained"] and data["citations"]
+    assert reply.locator("button.cite").count() >= 1
+    assert reply.locator(".sources li").count() == len(data["citations"])
+    # Confidence in words, with the percentage beside it and in the tooltip.
+    p = data["confidence"]
+    word = "高" if p >= 0.8 else "中" if p >= 0.5 else "低"
+    conf = reply.locator(".confidence")
+    assert conf.inner_text().startswith("可信度：" + word)
+    assert f"{round(p * 100)}%" in conf.inner_text() and f"{round(p * 100)}%" in conf.get_attribute("title")
+    page.screenshot(path=artifact("example_answer.png"), full_page=True)
+
+    ctx = browser.new_context(**PHONE)
+    try:
+        phone = ctx.new_page()
+        phone.goto(base_url + "/")
+        phone.locator("button.example").first.wait_for()
+        no_horizontal_scroll(phone)
+        phone.screenshot(path=artifact("phone_examples.png"))
+    finally:
+        ctx.close()
+
+
+def test_copy_button_puts_the_answer_on_the_clipboard(base_url, browser):
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900}, permissions=["clipboard-read", "clipboard-write"])
+    try:
+        page = ctx.new_page()
+        data = answered(page, base_url, Q_MAIN)
+        copy = page.locator(".msg.assistant button.copy")
+        assert copy.get_attribute("aria-label") == "复制回答"
+        copy.click()
+        page.wait_for_function("() => document.querySelector('button.copy').textContent === '已复制'")
+        copied = page.evaluate("navigator.clipboard.readText()")
+        assert copied.startswith(data["answer"])
+        for cit in data["citations"]:
+            assert f"[{cit['id']}] {cit['title']}" in copied
+        page.screenshot(path=artifact("copied.png"))
+    finally:
+        ctx.close()
+
+
+def test_stop_button_cancels_the_question(base_url, context):
+    page = context.new_page()
+    page.goto(base_url + "/")
+    held = []
+    page.route("**/chat", lambda route: held.append(route))  # never answered: the request hangs
+    ask(page, Q_MAIN)
+    stop = page.locator("#stop")
+    stop.wait_for(state="visible")
+    assert not page.locator("#send").is_visible()
+    assert stop.get_attribute("aria-label") == "停止回答"
+    page.screenshot(path=artifact("waiting.png"))
+    stop.click()
+    page.locator(".msg.stopped").wait_for()
+    assert page.locator("#send").is_visible() and not stop.is_visible()
+    assert page.locator(".msg.loading").count() == 0
+    assert page.locator("#question").input_value() == Q_MAIN  # back in the box to edit or resend
+    page.screenshot(path=artifact("stopped.png"))
+    # The stopped question is no conversation: nothing is kept after a reload.
+    page.unroute("**/chat")
+    page.reload()
+    assert page.locator(".msg").count() == 0 and page.locator(".conv").count() == 0
+
+
+@pytest.mark.parametrize("scheme", ["dark", "light"])
+def test_colours_follow_the_system_setting(base_url, browser, scheme):
+    def luminance(css: str) -> float:
+        r, g, b = (int(x) for x in css[css.index("(") + 1 : css.index(")")].split(",")[:3])
+        return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
+
+    for name, options in (("desktop", {"viewport": {"width": 1280, "height": 900}}), ("phone", PHONE)):
+        ctx = browser.new_context(color_scheme=scheme, **options)
+        try:
+            page = ctx.new_page()
+            page.goto(base_url + "/")
+            ask(page, Q_MAIN)
+            reply_ready(page, 1)
+            body = page.evaluate("getComputedStyle(document.body).backgroundColor")
+            bubble = page.evaluate("getComputedStyle(document.querySelector('.msg.assistant')).backgroundColor")
+            text = page.evaluate("getComputedStyle(document.querySelector('.msg.assistant .answer')).color")
+            if scheme == "dark":
+                assert luminance(body) < 0.2 and luminance(bubble) < 0.25 and luminance(text) > 0.7
+            else:
+                assert luminance(body) > 0.9 and luminance(text) < 0.3
+            page.screenshot(path=artifact(f"{scheme}_{name}.png"))
+        finally:
+            ctx.close()
+
+
+def test_not_found_is_one_line_with_passages_folded(base_url, context, browser):
+    page = context.new_page()
+    data = answered(page, base_url, Q_ELSEWHERE)
+    assert data["abstained"] and data["hits"]
+    reply = page.locator(".msg.assistant.abstained")
+    line = reply.locator(".notfound-line")
+    assert line.locator(".badge").inner_text() == "未找到"
+    assert line.locator(".answer").inner_text() == data["answer"]
+    height = line.bounding_box()["height"]
+    line_height = float(page.evaluate("parseFloat(getComputedStyle(document.querySelector('.notfound-line .answer')).lineHeight)"))
+    assert height <= 1.5 * line_height, (height, line_height)  # one line at desktop width
+    folded = reply.locator("details.closest")
+    assert folded.get_attribute("open") is None
+    assert not reply.locator(".suggestions").is_visible()
+    assert str(len(data["hits"])) in folded.locator("summary").inner_text()
+    page.screenshot(path=artifact("not_found_folded.png"))
+
+    folded.locator("summary").click()
+    items = reply.locator(".suggestions li")
+    items.first.wait_for(state="visible")
+    assert items.count() == len(data["hits"])
+    for i, hit in enumerate(data["hits"]):
+        assert items.nth(i).locator(".hit-title").inner_text() == hit["title"]
+        assert items.nth(i).locator("a.open-doc").get_attribute("href").startswith(
+            f"/static/doc.html?doc={hit['doc_id']}&")
+    page.screenshot(path=artifact("not_found_open.png"), full_page=True)
+
+    ctx = browser.new_context(**PHONE)
+    try:
+        phone = ctx.new_page()
+        phone.goto(base_url + "/")
+        ask(phone, Q_ELSEWHERE)
+        reply_ready(phone, 1)
+        phone.locator("details.closest summary").click()
+        no_horizontal_scroll(phone)
+        phone.screenshot(path=artifact("phone_not_found.png"), full_page=True)
+    finally:
+        ctx.close()
+
+
+def test_document_header_stays_in_view(base_url, context):
+    page = context.new_page()
+    doc_id = httpx.get(base_url + "/documents", timeout=30).json()[2]["doc_id"]
+    page.goto(f"{base_url}/static/doc.html?doc={doc_id}")
+    page.locator(".doc-body .para").nth(50).wait_for()
+    page.mouse.wheel(0, 5000)
+    page.wait_for_function("scrollY > 2000")
+    box = page.locator("header.top").bounding_box()
+    assert box and box["y"] == 0
+    assert page.locator("header.top a.button").is_visible()
+    page.screenshot(path=artifact("document_scrolled.png"))
+
+
+def test_answer_streams_when_an_llm_writes_it(browser):
+    """A real stand-in LLM server (tests/test_llm.py) writes the answer; the page streams it from /v1."""
+    from conftest import run_server
+    from test_llm import QUESTION, StubLlm, llm_settings
+
+    from api.app import create_app
+    from rag.service import RagService
+
+    stub = StubLlm()
+    try:
+        svc = RagService(llm_settings(stub.base, llm_timeout=20))
+        svc.warm_up()
+        stub.set(reply="主攻半导体的是江东芯谷[1]。")
+        with run_server(create_app(svc.settings, service=svc)) as base:
+            assert httpx.get(base + "/health", timeout=10).json()["llm"] is True
+            for name, options in (("desktop", {"viewport": {"width": 1280, "height": 900}}), ("phone", PHONE)):
+                ctx = browser.new_context(**options)
+                try:
+                    page = ctx.new_page()
+                    chats = []
+                    page.on("request", lambda r, seen=chats: seen.append(r.url) if r.url.endswith("/chat") else None)
+                    page.goto(base + "/")
+                    page.wait_for_function("llmStreams === true")
+                    # Record the bubble showing the text while it arrives.
+                    page.evaluate("""() => { window.sawStreaming = false;
+                        new MutationObserver(() => { if (document.querySelector('.msg.streaming .answer')?.textContent)
+                          window.sawStreaming = true; }).observe(document.getElementById('log'),
+                          {subtree: true, childList: true, characterData: true, attributes: true}); }""")
+                    with page.expect_request(lambda r: r.url.endswith("/v1/chat/completions")) as req:
+                        ask(page, QUESTION)
+                    body = json.loads(req.value.post_data or "{}")
+                    assert body["stream"] is True and body["messages"][-1] == {"role": "user", "content": QUESTION}
+                    reply_ready(page, 1)
+                    reply = page.locator(".msg.assistant").last
+                    assert reply.locator(".answer").inner_text() == "主攻半导体的是江东芯谷[1]。"
+                    assert "来源" not in reply.locator(".answer").inner_text()
+                    assert reply.locator("button.cite").count() == 1
+                    assert reply.locator(".sources li").count() == 1
+                    assert page.evaluate("window.sawStreaming") is True
+                    assert chats == []
+                    page.screenshot(path=artifact(f"streamed_{name}.png"))
+                finally:
+                    ctx.close()
+    finally:
+        stub.close()

@@ -15,11 +15,14 @@ import pytest
 
 from rag.chunking import make_chunks, split_sentences
 from rag.corpus import (
+    LIST_ITEM,
     CorpusLoadError,
     clean_document,
+    is_fragment,
     line_span,
     load_corpus,
     offset_to_line,
+    section_name,
     title_at,
 )
 from rag.text import CJK, normalize_width
@@ -383,7 +386,7 @@ def test_every_sentence_and_chunk_has_a_title(cleaned):
         chunks = make_chunks(doc, sentences, 300, 420, 1)
         assert all(s.title.strip() for s in sentences), doc.doc_id
         assert all(c.title.strip() for c in chunks), doc.doc_id
-        names = {h.text for h in doc.headings} | {doc.title}
+        names = {section_name(h.text) for h in doc.headings} | {doc.title}
         assert {c.title for c in chunks} <= names
 
 
@@ -399,3 +402,68 @@ def test_chunks_of_an_article_carry_its_heading_as_title(cleaned):
     # The byline under the heading does not become the title.
     assert title_at(doc, doc.text.index("钱塘江畔，正在澎湃")) == "杭州综保区：打造外向型经济新引擎"
     assert doc.title == "以改革创新实现稳进提质"
+
+
+def chunk_titles(cleaned) -> set[str]:
+    titles: set[str] = set()
+    for doc in cleaned.values():
+        titles |= {c.title for c in make_chunks(doc, split_sentences(doc), 300, 420, 1)}
+    return titles
+
+
+def test_passage_titles_are_headings_not_sentence_fragments(cleaned):
+    """Read against the corpus: a title is a whole heading, never a column line cut mid-sentence."""
+    titles = chunk_titles(cleaned)
+    for title in titles:
+        inner = title.rstrip("”’」』）)】》\"'")
+        assert len(re.findall(f"[{CJK}]", title)) >= 4, title
+        # (No 与 here: "…企业参与" is a whole word.)
+        assert inner[-1] not in "，,、：:（(“《的和为是在将把对由等并或以从被给于其", title
+        assert not re.search(r"[。？?；;]", inner), title  # a sentence stop inside: prose
+        assert not re.search(r"[/／]", title), title  # bylines and photo credits
+        assert not re.search(r"(?:主任|总经理|董事长|负责人|秘书长)$", title), title  # a person's job
+        assert not re.fullmatch(r"[\d.()（）年月\s-]+", title), title  # a date
+    # Column lines cut mid-word or mid-clause (raw lines of 002) are neither titles nor headings.
+    for fragment in ("以现有产业为基础，以半", "浙江大学区域与城市发", "以临江区块现有产业为",
+                     "如何让城市治理更高效？杭州城市大"):
+        assert fragment not in titles
+        assert all(h.text != fragment for h in cleaned["002"].headings)
+    # Real article and section headings of the corpus still name the text under them.
+    for prefix, heading in (("000", "杭州综保区：打造外向型经济新引擎"), ("000", "以高能级平台支撑高水平开放"),
+                            ("002", "杭州江东芯谷"), ("002", "杭州投资最大的集成电路项目落户新区"),
+                            ("002", "新区加速生命健康科创高地建设"), ("004", "钱塘区大手笔布局优化营商环境")):
+        doc = cleaned[prefix]
+        found = next(h for h in doc.headings if h.text == heading)
+        assert title_at(doc, found.end + 1) == heading
+
+
+def test_a_column_line_cut_mid_word_is_a_fragment_and_a_short_title_is_not():
+    # Made-up lines: a word running on across the break, a one-character clause after a comma,
+    # a function word at the end; and whole headings that must stay headings.
+    assert is_fragment("专家来自区域与城市发", "展研究中心，长期研究开发区的规划与建设。")
+    assert is_fragment("以新材料为基础，以光", "电产业为主导方向，重点发展显示材料。")
+    assert is_fragment("新园区的产业布局将")
+    assert is_fragment("效率更高了吗？园区的答")
+    assert not is_fragment("打造开放型经济新高地", "今年以来，园区新增企业200余家。")
+    assert not is_fragment("政策服务“可互认”", "人才落户“更便利”")
+    assert not is_fragment("路通了，生意也好做了")
+
+
+def test_a_run_of_short_lines_is_a_list_and_names_no_passage(cleaned):
+    """A keyword cloud in 002 ("集成电路 / 柔性 / 电子显示 / 智能终端 / …") is list items, not headings."""
+    doc = cleaned["002"]
+    items = [h for h in doc.headings if h.text in ("电子显示", "智能终端", "人工智能", "虚拟显示")]
+    assert len(items) == 4 and all(h.level == LIST_ITEM for h in items)
+    last = max(items, key=lambda h: h.start)
+    assert title_at(doc, last.end + 1) not in {h.text for h in items}
+    # Two title lines in a row are no list ("轻装上阵" / "钱塘再出发").
+    assert all(h.level != LIST_ITEM for h in doc.headings if h.text in ("轻装上阵", "钱塘再出发"))
+
+
+def test_column_line_cut_mid_word_or_clause_is_rejoined(cleaned):
+    """Raw lines 1469/1471 and 2990/2992 of 002: short column lines broken inside a word."""
+    text = cleaned["002"].text
+    assert "以现有产业为基础，以半导体产业、未来产业为主导方向" in text
+    assert "浙江大学区域与城市发展研究中心执行主任" in text
+    # A subtitle ending in a whole word ("参与") stays its own line.
+    assert "\n线上线下230余家企业参与\n" in text

@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 
 from rag.evaluation import (
+    GoldFormatError,
     GoldItem,
     char_f1,
     cites_evidence,
     exact_match,
+    load_gold,
     metrics,
     score_item,
 )
@@ -135,3 +137,16 @@ def test_rag_eval_rejects_an_unknown_split_by_naming_the_choices(tmp_path):
     done = subprocess.run([RAG, "eval", "--split", "holdout"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert "['dev', 'test', 'all']" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_gold_type_is_any_label_for_the_breakdown(tmp_path):
+    """A gold file may group its questions under labels of its own ("comparison")."""
+    gold = tmp_path / "gold.jsonl"
+    rows = [{"question": "甲和乙哪个面积更大？", "answers": ["甲"], "type": "comparison"},
+            {"question": "面积多大？", "answers": ["2平方公里"]}]
+    gold.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    assert [i.type for i in load_gold([gold])] == ["comparison", "entity"]
+    for bad in (["list"], 3, "  "):
+        gold.write_text(json.dumps({"question": "面积多大？", "answers": ["2"], "type": bad}) + "\n")
+        with pytest.raises(GoldFormatError, match="'type' must be a non-empty string"):
+            load_gold([gold])

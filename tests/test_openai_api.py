@@ -169,3 +169,81 @@ def test_last_message_must_be_user(client, messages):
         client.chat.completions.create(model="hz-rag", messages=messages)
     assert 400 <= err.value.status_code < 500
     assert "user" in json.dumps(err.value.body, ensure_ascii=False)
+
+
+# --- errors in OpenAI's shape: the client shows the server's message ----------------------
+
+
+def assert_openai_error(err: openai.APIStatusError, status: int, *needles: str) -> None:
+    """The client parsed ``{"error": {message, type, param, code}}``: the message is the server's."""
+    assert err.status_code == status
+    assert isinstance(err.body, dict) and set(err.body) == {"message", "type", "param", "code"}, err.body
+    assert err.message == err.body["message"] or err.body["message"] in err.message
+    for needle in needles:
+        assert needle in str(err), (needle, str(err))
+
+
+def test_empty_question_error_is_shown_by_the_client(client):
+    with pytest.raises(openai.UnprocessableEntityError) as err:
+        client.chat.completions.create(model="hz-rag", messages=[{"role": "user", "content": "😀\u200b"}])
+    assert_openai_error(err.value, 422, "问题为空")
+    assert err.value.body["type"] == "invalid_request_error" and err.value.body["param"] == "messages"
+
+
+def test_validation_error_is_shown_by_the_client(client):
+    with pytest.raises(openai.UnprocessableEntityError) as err:
+        client.chat.completions.create(model="hz-rag", messages=[{"role": "robot", "content": Q1}])
+    assert_openai_error(err.value, 422, "messages.0.role", "'user'")
+    assert err.value.body["param"] == "messages.0.role"
+
+
+def test_oversized_body_error_is_shown_by_the_client(client):
+    with pytest.raises(openai.APIStatusError) as err:
+        client.chat.completions.create(model="hz-rag", messages=[{"role": "user", "content": "杭" * 40_000}])
+    assert_openai_error(err.value, 413, "too large", "65536")
+    assert err.value.body["code"] == "request_too_large"
+
+
+def test_auth_and_unknown_path_errors_are_shown_by_the_client(server_factory):
+    with server_factory(api_key="right-key") as url:
+        wrong = openai.OpenAI(base_url=url + "/v1", api_key="wrong-key", max_retries=0, timeout=60)
+        with pytest.raises(openai.AuthenticationError) as err:
+            wrong.chat.completions.create(model="hz-rag", messages=[{"role": "user", "content": Q1}])
+        assert_openai_error(err.value, 401, "API key")
+        assert err.value.body["type"] == "authentication_error"
+        right = openai.OpenAI(base_url=url + "/v1", api_key="right-key", max_retries=0, timeout=60)
+        with pytest.raises(openai.NotFoundError) as err:
+            right.completions.create(model="hz-rag", prompt="x")  # /v1/completions is not served
+        assert_openai_error(err.value, 404, "Not Found")
+
+
+def test_index_not_ready_error_is_shown_by_the_client(server_factory, tmp_path):
+    with server_factory(share_service=False, index_dir=tmp_path) as url:
+        c = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
+        with pytest.raises(openai.InternalServerError) as err:
+            c.chat.completions.create(model="hz-rag", messages=[{"role": "user", "content": Q1}])
+        assert_openai_error(err.value, 503, "make index")
+        assert err.value.body["type"] == "server_error"
+
+
+# --- stream_options.include_usage ---------------------------------------------------------
+
+
+def test_stream_with_include_usage_ends_with_a_usage_chunk(client, first):
+    chunks = list(client.chat.completions.create(
+        model="hz-rag", messages=[{"role": "user", "content": Q1}], stream=True,
+        stream_options={"include_usage": True},
+    ))
+    last = chunks[-1]
+    assert last.choices == [] and last.usage is not None
+    assert all(ch.usage is None for ch in chunks[:-1])
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks[:-1])
+    assert text == first.choices[0].message.content
+    assert last.usage.model_dump() == first.usage.model_dump()
+    assert last.usage.total_tokens == last.usage.prompt_tokens + last.usage.completion_tokens > 0
+
+
+def test_stream_without_include_usage_has_no_usage(client):
+    chunks = list(client.chat.completions.create(
+        model="hz-rag", messages=[{"role": "user", "content": Q1}], stream=True))
+    assert all(ch.usage is None and ch.choices for ch in chunks)

@@ -1,5 +1,5 @@
 // common.js — shared by the chat page (app.js) and the document page (doc.js):
-// the API key in localStorage, fetch with error messages, and safe DOM helpers
+// the API key in localStorage, fetch with readable errors (FastAPI and OpenAI shapes), and safe DOM helpers
 // (all server text goes in through textContent, never innerHTML).
 "use strict";
 
@@ -25,29 +25,45 @@ function detailText(detail) {
   return detail == null ? "" : JSON.stringify(detail);
 }
 
-/** GET or POST JSON to the API with the stored key; throws ApiError on any failure. */
-async function api(path, body) {
+/** Request headers: JSON, and the stored key if there is one. */
+function apiHeaders(json) {
   const headers = { Accept: "application/json" };
   const key = getApiKey();
   if (key) headers.Authorization = "Bearer " + key;
-  const init = { method: body === undefined ? "GET" : "POST", headers };
-  if (body !== undefined) {
-    headers["Content-Type"] = "application/json";
-    init.body = JSON.stringify(body);
-  }
-  let res;
+  if (json) headers["Content-Type"] = "application/json";
+  return headers;
+}
+
+/** The error text of a JSON error body: FastAPI's `detail`, or OpenAI's `error.message` (/v1/*). */
+function errorText(data) {
+  if (data && data.error && data.error.message) return String(data.error.message);
+  return detailText(data && data.detail);
+}
+
+/** fetch that turns a network failure into an ApiError; an abort (stop button) stays an AbortError. */
+async function request(path, init) {
   try {
-    res = await fetch(path, init);
+    return await fetch(path, init);
   } catch (e) {
+    if (e && e.name === "AbortError") throw e;
     throw new ApiError(0, "网络错误：无法连接服务器，请检查网络后重试。");
   }
+}
+
+/** An ApiError for a response that is not ok. */
+async function responseError(res) {
   let data = null;
   try { data = await res.json(); } catch (e) { /* non-JSON body */ }
-  if (!res.ok) {
-    const msg = detailText(data && data.detail) || res.statusText || "未知错误";
-    throw new ApiError(res.status, msg);
-  }
-  return data;
+  return new ApiError(res.status, errorText(data) || res.statusText || "未知错误");
+}
+
+/** GET or POST JSON to the API with the stored key; throws ApiError on any failure. */
+async function api(path, body, signal) {
+  const init = { method: body === undefined ? "GET" : "POST", headers: apiHeaders(body !== undefined), signal };
+  if (body !== undefined) init.body = JSON.stringify(body);
+  const res = await request(path, init);
+  if (!res.ok) throw await responseError(res);
+  try { return await res.json(); } catch (e) { return null; }
 }
 
 /** createElement with a class and text content. */

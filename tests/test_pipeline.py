@@ -1,0 +1,115 @@
+"""The answer path's stages on the real model and index: follow-up rewriting, the lead
+value, the judge's probability and its file, and what an abstaining answer offers in
+every interface (/ask, /chat, /v1 and the CLI)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import httpx
+import openai
+import pytest
+
+from rag.judge import JudgeError, JudgeModel
+from rag.query import Turn
+
+Q_ENTITY = "钱塘新区哪个产业平台主攻半导体产业？"
+Q_UNIT_MISS = "杭州医药港已集聚各类生物医药企业多少吨？"  # a unit the sources never use for it
+# A county the sources never name, asked in a unit nothing is counted in: far below any threshold.
+Q_ABSENT = "青田县的网约车联合会覆盖了多少吨司机？"
+
+
+def test_entity_question_leads_with_the_name_the_cited_sentence_gives(service):
+    answer = service.ask(Q_ENTITY)
+    assert not answer.abstained
+    assert answer.lead == "江东芯谷" and answer.text.startswith("江东芯谷。")
+    assert any(answer.lead in c.text for c in answer.citations)
+
+
+@pytest.mark.parametrize(
+    ("question", "lead"),
+    [
+        ("南卡口让货车通关时间缩短到了几秒？", "5秒"),  # "从75秒缩减至5秒": where it went
+        ("南卡口建成前货车通关要多少秒？", "75秒"),  # where it started
+        ("杭州医药港已集聚各类生物医药企业多少家？", "1000余家"),
+    ],
+)
+def test_number_lead_is_the_value_asked_and_stated_in_the_citation(service, question, lead):
+    answer = service.ask(question)
+    assert not answer.abstained
+    assert answer.lead == lead and answer.text.startswith(lead + "。")
+    assert any(lead in c.text for c in answer.citations)
+
+
+def test_no_lead_in_a_unit_the_question_did_not_ask(service):
+    """Whatever the judge decides, a value in another unit never opens the answer."""
+    answer = service.ask(Q_UNIT_MISS)
+    assert "吨" not in answer.lead and not answer.text.startswith("1000余家")
+    assert answer.confidence < service.ask("杭州医药港已集聚各类生物医药企业多少家？").confidence
+
+
+def test_follow_up_is_rewritten_with_the_subject_of_the_previous_answer(service):
+    first = service.ask(Q_ENTITY)
+    turns = [Turn("user", Q_ENTITY), Turn("assistant", first.text), Turn("user", "它的核心区块总面积有多大？")]
+    answer = service.chat(turns)
+    assert answer.rewritten and answer.question == "江东芯谷的核心区块总面积有多大？"
+    # A question that stands alone is left as it is.
+    alone = service.chat([Turn("user", "杭州综合保税区是什么时候获批设立的？")])
+    assert not alone.rewritten and alone.question == "杭州综合保税区是什么时候获批设立的？"
+
+
+def test_follow_up_names_the_previous_questions_subject(service):
+    q1 = "杭州综合保税区是什么时候获批设立的？"
+    a1 = service.ask(q1)
+    answer = service.chat([Turn("user", q1), Turn("assistant", a1.text), Turn("user", "那里集聚了多少家企业？")])
+    assert answer.rewritten and answer.question.startswith("杭州综合保税区")
+
+
+def test_confidence_is_a_probability(service):
+    for q in (Q_ENTITY, Q_UNIT_MISS, "今天天气怎么样？", "杭州医药港已集聚各类生物医药企业多少家？"):
+        answer = service.ask(q)
+        assert 0.0 <= answer.confidence <= 1.0
+        judge = service.require().pipeline.judge
+        assert answer.abstained == (answer.confidence < judge.threshold)
+
+
+def test_judge_file_errors_name_the_command(tmp_path):
+    with pytest.raises(JudgeError, match="rag judge fit"):
+        JudgeModel.load(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json", encoding="utf-8")
+    with pytest.raises(JudgeError, match="rag judge fit"):
+        JudgeModel.load(bad)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"format": 99}), encoding="utf-8")
+    with pytest.raises(JudgeError, match="format"):
+        JudgeModel.load(other)
+
+
+def test_abstaining_answer_offers_the_closest_passages_everywhere(base_url):
+    body = httpx.post(f"{base_url}/ask", json={"question": Q_ABSENT}, timeout=30).json()
+    assert body["abstained"]
+    assert body["hits"] and not body["citations"] and 0 <= body["confidence"] <= 1
+    chat = httpx.post(f"{base_url}/chat", json={"messages": [{"role": "user", "content": Q_ABSENT}]},
+                      timeout=30).json()
+    assert chat["abstained"] and chat["hits"]
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused")
+    reply = client.chat.completions.create(model="hz-rag", messages=[{"role": "user", "content": Q_ABSENT}])
+    text = reply.choices[0].message.content
+    assert "以下是最接近的段落" in text
+    assert body["hits"][0]["title"] in text and "1. 《" in text
+
+
+def test_cli_ask_prints_the_closest_passages_when_it_abstains(settings):
+    run = subprocess.run(
+        [sys.executable, "-m", "rag.cli", "ask", Q_ABSENT, "--json"], capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["abstained"] and result["hits"]
+    plain = subprocess.run([sys.executable, "-m", "rag.cli", "ask", Q_ABSENT], capture_output=True, text=True,
+                           timeout=300)
+    assert "以下是最接近的段落" in plain.stdout
+    assert "1. 《" in plain.stdout and result["hits"][0]["doc_id"] in plain.stdout
