@@ -12,12 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import Response
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 from api.schemas import AUTH_RESPONSES, BODY_RESPONSES, ErrorResponse
 from rag.config import Settings
@@ -104,19 +99,6 @@ def register(app: FastAPI, protected: list[Any]) -> None:
     """Add the routes and a :class:`DocumentManager` whose builds the app's service loads."""
     settings: Settings = app.state.settings
     app.state.documents = DocumentManager(settings, on_built=lambda: app.state.service.reload())
-
-    @app.exception_handler(405)
-    async def _method_not_allowed(request: Request, exc: Exception) -> Response:
-        # Starlette names only the first route that matched the path in Allow; /documents and
-        # /documents/{doc_id} have one route per method, so list the methods of all of them,
-        # then answer in the app's own error shape.
-        methods: set[str] = set()
-        for route in app.router.routes:
-            if isinstance(route, APIRoute) and route.matches(request.scope)[0] != Match.NONE:
-                methods |= route.methods
-        allowed = StarletteHTTPException(405, headers={"Allow": ", ".join(sorted(methods))})
-        handler = app.exception_handlers.get(StarletteHTTPException, http_exception_handler)
-        return await handler(request, allowed)  # type: ignore[no-any-return]
 
     @app.post("/documents", response_model=UploadResponse, status_code=202, dependencies=protected,
               tags=["documents"], responses=ERRORS)

@@ -1,4 +1,5 @@
-"""The ``rag`` command: ``index rebuild | ask | search | add | remove | documents | eval | bench | serve | reader train``.
+"""The ``rag`` command: ``index rebuild | ask | search | add | remove | documents | eval | bench | serve |
+judge fit | reader train``.
 
 Builds the one :class:`Settings` from the environment (and flags) and passes it
 down. ``main(argv) -> int`` so tests can call it in-process.
@@ -96,9 +97,12 @@ def _cmd_judge_fit(args: argparse.Namespace) -> int:
     return run_judge_fit_command(args, _settings(args))
 
 
+def _cmd_reader_train(args: argparse.Namespace) -> int:
+    from rag.reader_train import run_train_command
+
+    return run_train_command(args, _settings(args))
 def _cmd_add(args: argparse.Namespace) -> int:
     from rag.ingest.manager import DocumentManager, run_ocr
-
     manager = DocumentManager(_settings(args))
     manager.store.recover()
     records = manager.add([(str(path), path.read_bytes()) for path in args.files])
@@ -109,11 +113,8 @@ def _cmd_add(args: argparse.Namespace) -> int:
                              lambda done, total: print(f"  page {done}/{total}", end="\r", flush=True))
         print(f"added {record.doc_id}: {record.name} ({record.format}, {len(record.pages)} page(s))")
     return _build(manager)
-
-
 def _build(manager) -> int:  # type: ignore[no-untyped-def]
     from rag.ingest.manager import check_indexable
-
     for record in manager.store.records():
         check_indexable(manager.store, record)
     manager.build()
@@ -121,37 +122,23 @@ def _build(manager) -> int:  # type: ignore[no-untyped-def]
     print("index rebuilt" if last and last["ok"] else f"error: {last and last['error']}")
     _print_documents(manager)
     return 0 if last and last["ok"] else 1
-
-
 def _cmd_remove(args: argparse.Namespace) -> int:
     from rag.ingest.manager import DocumentManager
-
     manager = DocumentManager(_settings(args))
     if not manager.remove(args.doc_id):
         print(f"error: no uploaded document '{args.doc_id}' (see `rag documents`)", file=sys.stderr)
         return 1
     print(f"removed {args.doc_id}")
     return _build(manager)
-
-
 def _print_documents(manager) -> None:  # type: ignore[no-untyped-def]
     for row in manager.documents():
         pages = f"{row.pages} page(s), {row.ocr_pages} by OCR" if row.pages is not None else row.format
         reason = f" ({row.reason})" if row.reason else ""
         print(f"{row.doc_id}  {row.status:<8} {row.title}  [{row.name or row.path}; {pages}]{reason}")
-
-
 def _cmd_documents(args: argparse.Namespace) -> int:
     from rag.ingest.manager import DocumentManager
-
     _print_documents(DocumentManager(_settings(args)))
     return 0
-
-
-def _cmd_reader_train(args: argparse.Namespace) -> int:
-    from rag.reader_train import run_train_command
-
-    return run_train_command(args, _settings(args))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -92,12 +92,12 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = None
     cors_origins: list[str] = []
     reload_watch_seconds: float = Field(2.0, ge=0.0)  # 0 turns the index watch off
+    # Server logs: text lines, or one JSON object per line carrying the request id.
+    log_format: Literal["text", "json"] = "text"
     # Uploaded documents (POST /documents, `rag add`): per-file size limit, and the DPI scanned
     # PDF pages are rendered at for OCR.
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024)
     ocr_dpi: int = Field(200, ge=72, le=600)
-    # Server logs: text lines, or one JSON object per line carrying the request id.
-    log_format: Literal["text", "json"] = "text"
 
     # Optional LLM generation through an OpenAI-compatible server.
     llm_base_url: str | None = None
