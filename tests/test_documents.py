@@ -248,11 +248,13 @@ def test_page_upload_cite_page_and_delete(server, files, context):  # noqa: F811
 
     page.on("dialog", lambda d: d.accept())
     row.locator("button").click()
+    # The row shows as deleting until the rebuilt index is served, then goes (the page polls meanwhile).
     page.wait_for_function(
-        "() => ![...document.querySelectorAll('#doc-rows tr')].some(tr => tr.textContent.includes('brief.pdf'))",
-        timeout=600_000)
-    _settled(server)
-    assert page.locator("#doc-rows tr").count() == before
+        "n => document.querySelectorAll('#doc-rows tr').length === n"
+        " && !document.querySelector('#doc-rows .st-deleting')"
+        " && ![...document.querySelectorAll('#doc-rows tr')].some(tr => tr.textContent.includes('brief.pdf'))",
+        arg=before, timeout=600_000)
+    assert _settled(server)["pending"] == 0
 
 
 def test_kill_during_indexing_leaves_the_old_index_then_resumes(folders, files, tmp_path, capsys):
