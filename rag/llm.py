@@ -13,9 +13,11 @@ extractive answer with a ``note`` saying why; this module never raises from
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -99,6 +101,30 @@ class LlmGenerator:
             return replace(fallback, note=f"LLM unavailable ({type(exc).__name__}); extractive answer shown")
         return self.to_answer(reply, hits, fallback)
 
+    def stream(self, question: str, hits: list[Hit], fallback: Answer) -> Iterator[str | Answer]:
+        """Like :meth:`generate`, with the reply's text yielded piece by piece as the LLM writes
+        it, then the final :class:`Answer` (``fallback`` with a note when the call fails)."""
+        if not hits:
+            yield self.generate(question, hits, fallback)
+            return
+        parts: list[str] = []
+        try:
+            for piece in self._stream_complete(self.messages(question, hits)):
+                parts.append(piece)
+                yield piece
+        except LlmError as exc:
+            log.warning("LLM unavailable (%s); using the extractive answer", exc)
+            yield replace(fallback, note=f"LLM unavailable ({exc}); extractive answer shown")
+            return
+        except Exception as exc:  # never let the optional writer break an answer
+            log.warning("LLM call failed (%s); using the extractive answer", type(exc).__name__)
+            yield replace(fallback, note=f"LLM unavailable ({type(exc).__name__}); extractive answer shown")
+            return
+        if not "".join(parts).strip():
+            yield replace(fallback, note="LLM unavailable (empty reply); extractive answer shown")
+            return
+        yield self.to_answer("".join(parts), hits, fallback)
+
     def messages(self, question: str, hits: list[Hit]) -> list[dict[str, str]]:
         """The chat messages sent to the model: numbered passages, the question, the rules."""
         passages = "\n\n".join(
@@ -170,6 +196,41 @@ class LlmGenerator:
         if not isinstance(content, str) or not content.strip():
             raise LlmError("empty or malformed reply")
         return content
+
+
+    def _stream_complete(self, messages: list[dict[str, str]]) -> Iterator[str]:
+        """POST the chat completion with ``stream: true``; yield the content pieces.
+
+        Raises:
+            LlmError: timeout, connection error, non-2xx status or a malformed event.
+        """
+        body: dict[str, Any] = {"messages": messages, "temperature": 0, "stream": True}
+        if self.model:
+            body["model"] = self.model
+        headers = {"Accept": "text/event-stream"}
+        if self.settings.llm_api_key is not None:
+            headers["Authorization"] = f"Bearer {self.settings.llm_api_key.get_secret_value()}"
+        try:
+            with self._http().stream("POST", self.url, json=body, headers=headers) as resp:
+                if not resp.is_success:
+                    raise LlmError(f"HTTP {resp.status_code}")
+                for line in resp.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        return
+                    try:
+                        choices = json.loads(data).get("choices") or []
+                        piece = choices[0].get("delta", {}).get("content") if choices else None
+                    except (ValueError, AttributeError, IndexError, TypeError) as exc:
+                        raise LlmError("malformed stream event") from exc
+                    if piece:
+                        yield piece
+        except httpx.TimeoutException as exc:
+            raise LlmError("timeout") from exc
+        except httpx.HTTPError as exc:
+            raise LlmError(f"connection error: {type(exc).__name__}") from exc
 
 
 def is_not_found(text: str) -> bool:

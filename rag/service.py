@@ -12,7 +12,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -266,16 +266,34 @@ class RagService:
             ValueError: no turns, an unknown role, the last turn is not the user's, a bad top_k or mode.
             QuestionRejected: the question is empty once normalised, or too long.
         """
+        state, query, answer = self._extractive(turns, top_k, mode)
+        if self.generator is not None and not answer.abstained:
+            # The judge decided to answer; the LLM writes the answer from the passages.
+            answer = self.generator.generate(query.text, list(answer.hits), answer)
+        return with_pages(answer, state.data.documents)
+
+    def chat_stream(self, turns: Sequence[Turn], top_k: int | None = None,
+                    mode: str = "hybrid") -> Iterator[str | Answer]:
+        """Like :meth:`chat`, but the LLM writer's text comes as it is written: the
+        iterator yields text pieces, then the final :class:`Answer`. Without an LLM (or
+        when the judge abstains) it yields the answer alone.
+
+        Raises (at the call, before anything is yielded): as :meth:`chat`.
+        """
+        state, query, answer = self._extractive(turns, top_k, mode)
+        documents = state.data.documents
+        if self.generator is None or answer.abstained:
+            return iter([with_pages(answer, documents)])
+        pieces = self.generator.stream(query.text, list(answer.hits), answer)
+        return (item if isinstance(item, str) else with_pages(item, documents) for item in pieces)
+
+    def _extractive(self, turns: Sequence[Turn], top_k: int | None, mode: str) -> tuple[_State, Any, Answer]:
         if mode not in MODES:
             raise ValueError(f"Unknown retrieval mode '{mode}'. Choose one of {list(MODES)}")
         state = self.require()
         k = self._top_k(top_k)
         query = state.pipeline.queries.from_turns(turns)
-        answer = state.pipeline.answer(query, k, mode)
-        if self.generator is not None and not answer.abstained:
-            # The judge decided to answer; the LLM writes the answer from the passages.
-            answer = self.generator.generate(query.text, list(answer.hits), answer)
-        return with_pages(answer, state.data.documents)
+        return state, query, state.pipeline.answer(query, k, mode)
 
 
 def with_pages(answer: Answer, documents: Mapping[str, CleanDocument]) -> Answer:

@@ -31,6 +31,10 @@ class StubBehaviour:
     status: int = 200
     delay: float = 0.0
     raw_body: bytes | None = None  # sent as is instead of a chat completion
+    # With stream: true, after its first piece the stub waits for this (up to 10 s) before the
+    # rest, and records whether the client saw that piece in time (so it was streamed).
+    hold: threading.Event | None = None
+    released: bool | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -56,6 +60,9 @@ class StubLlm:
                 b.requests.append({"path": self.path, "headers": dict(self.headers.items()), "body": body})
                 if b.delay:
                     time.sleep(b.delay)
+                if body and body.get("stream") and b.status < 400 and b.raw_body is None:
+                    self._stream(b)
+                    return
                 if b.raw_body is not None:
                     payload = b.raw_body
                 elif b.status >= 400:
@@ -74,6 +81,24 @@ class StubLlm:
                     self.wfile.write(payload)
                 except OSError:  # the client gave up (timeout test)
                     pass
+
+            def _stream(self, b: StubBehaviour) -> None:
+                """Server-sent events, a few characters a piece, as an OpenAI server streams."""
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.end_headers()
+                    for i in range(0, len(b.reply), 4):
+                        chunk = {"choices": [{"index": 0, "delta": {"content": b.reply[i : i + 4]}}]}
+                        self.wfile.write(f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode())
+                        self.wfile.flush()
+                        if i == 0 and b.hold is not None:
+                            b.released = b.hold.wait(10)
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    self.wfile.flush()
+                except OSError:
+                    pass
+                self.close_connection = True
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -309,3 +334,51 @@ def test_ask_over_http_returns_llm_answer(stub, llm_svc):
     assert cit["id"] == 1
     assert (cit["doc_id"], cit["text"], cit["chunk_id"], cit["start"], cit["end"]) == (
         first["doc_id"], first["text"], first["chunk_id"], first["start"], first["end"])
+
+
+def test_openai_stream_forwards_the_llm_text_as_it_is_written(stub, llm_svc):
+    """With an LLM writer, /v1 streaming sends the LLM's pieces as they arrive (before the LLM has
+    finished), then the sources under the numbers the text uses, and a last chunk with the answer."""
+    import httpx
+
+    from api.app import create_app
+
+    reply = "江东芯谷主攻半导体产业[2]，另见总体规划[1]。"
+    behaviour = stub.set(reply=reply, hold=threading.Event())
+    with run_server(create_app(llm_settings(stub.base), service=llm_svc)) as base:
+        arrivals: list[dict] = []
+        with httpx.stream("POST", f"{base}/v1/chat/completions", timeout=60,
+                          json={"model": "hz-rag", "stream": True,
+                                "messages": [{"role": "user", "content": QUESTION}]}) as resp:
+            assert resp.status_code == 200
+            for line in resp.iter_lines():
+                if line.startswith("data: {"):
+                    arrivals.append(json.loads(line[6:]))
+                    if arrivals[-1]["choices"] and arrivals[-1]["choices"][0]["delta"].get("content"):
+                        behaviour.hold.set()  # the LLM's first piece reached us while it was still writing
+    # The stub was let go by the client having seen its first piece: the text was streamed.
+    assert behaviour.released is True
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in arrivals if c["choices"])
+    assert text.startswith(reply)  # the text as the LLM wrote it, markers as written
+    assert "来源：\n[2] " in text and "\n[1] " in text  # the sources under those numbers
+    last = arrivals[-1]
+    assert last["choices"][0]["finish_reason"] == "stop"
+    assert last["answer"].startswith("江东芯谷主攻半导体产业[1]")  # renumbered to the citations
+    assert [c["id"] for c in last["citations"]] == [1, 2]
+    assert not last["abstained"]
+
+
+def test_openai_stream_falls_back_when_the_llm_fails(stub, llm_svc, extractive):
+    import httpx
+
+    from api.app import create_app
+
+    stub.set(status=500)
+    with run_server(create_app(llm_settings(stub.base), service=llm_svc)) as base:
+        with httpx.stream("POST", f"{base}/v1/chat/completions", timeout=60,
+                          json={"model": "hz-rag", "stream": True,
+                                "messages": [{"role": "user", "content": QUESTION}]}) as resp:
+            chunks = [json.loads(line[6:]) for line in resp.iter_lines() if line.startswith("data: {")]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text.startswith(extractive.text)
+    assert chunks[-1]["answer"] == extractive.text and "LLM unavailable" in chunks[-1]["note"]

@@ -290,7 +290,8 @@ async function streamAnswer(turns, bubble, signal) {
   }
   if (!last) throw new ApiError(0, "回答中断：服务器没有发完回答，请重试。");
   return {
-    answer: answerPart(text), abstained: !!last.abstained, confidence: last.confidence,
+    // The final answer (markers renumbered to its citations) replaces the text as written.
+    answer: last.answer || answerPart(text), abstained: !!last.abstained, confidence: last.confidence,
     citations: last.citations || [], hits: last.hits || [], note: last.note || "",
     // The server's reading of the question (a follow-up rewritten with its subject).
     question: last.question || turns[turns.length - 1].content,
