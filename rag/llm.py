@@ -175,12 +175,7 @@ class LlmGenerator:
         Raises:
             LlmError: timeout, connection error, non-2xx status or a malformed body.
         """
-        body: dict[str, Any] = {"messages": messages, "temperature": 0, "stream": False}
-        if self.model:
-            body["model"] = self.model
-        headers = {"Accept": "application/json"}
-        if self.settings.llm_api_key is not None:
-            headers["Authorization"] = f"Bearer {self.settings.llm_api_key.get_secret_value()}"
+        body, headers = self._request(messages, stream=False)
         try:
             resp = self._http().post(self.url, json=body, headers=headers)
         except httpx.TimeoutException as exc:
@@ -197,6 +192,15 @@ class LlmGenerator:
             raise LlmError("empty or malformed reply")
         return content
 
+    def _request(self, messages: list[dict[str, str]], stream: bool) -> tuple[dict[str, Any], dict[str, str]]:
+        """The JSON body and headers of a chat completion request."""
+        body: dict[str, Any] = {"messages": messages, "temperature": 0, "stream": stream}
+        if self.model:
+            body["model"] = self.model
+        headers = {"Accept": "text/event-stream" if stream else "application/json"}
+        if self.settings.llm_api_key is not None:
+            headers["Authorization"] = f"Bearer {self.settings.llm_api_key.get_secret_value()}"
+        return body, headers
 
     def _stream_complete(self, messages: list[dict[str, str]]) -> Iterator[str]:
         """POST the chat completion with ``stream: true``; yield the content pieces.
@@ -204,12 +208,7 @@ class LlmGenerator:
         Raises:
             LlmError: timeout, connection error, non-2xx status or a malformed event.
         """
-        body: dict[str, Any] = {"messages": messages, "temperature": 0, "stream": True}
-        if self.model:
-            body["model"] = self.model
-        headers = {"Accept": "text/event-stream"}
-        if self.settings.llm_api_key is not None:
-            headers["Authorization"] = f"Bearer {self.settings.llm_api_key.get_secret_value()}"
+        body, headers = self._request(messages, stream=True)
         try:
             with self._http().stream("POST", self.url, json=body, headers=headers) as resp:
                 if not resp.is_success:
