@@ -570,6 +570,7 @@ def collect_judge_rows(settings: Settings, items: Sequence[GoldItem], dialogues:
     from rag.index import load_index
     from rag.pipeline import build_pipeline, reader_settings
     from rag.query import Turn
+    from rag.reader import group_text
     from rag.service import RagService
     from rag.types import Verdict
 
@@ -594,9 +595,9 @@ def collect_judge_rows(settings: Settings, items: Sequence[GoldItem], dialogues:
         if not groups:
             rows.append(JudgeRow(item.id, {}, item.answerable, False))
             return ""
-        lead = pipe.writer.lead(query, "".join(s.text for s in groups[0][0]))
+        lead = pipe.writer.lead(query, group_text(groups[0])) or ""
         signals = pipe.judge.signals(query, hits, candidates, groups, lead)
-        answer = pipe.writer.write(query, Verdict(True, 1.0), groups, hits)
+        answer = pipe.writer.write(query, Verdict(True, 1.0), groups, hits, lead)
         correct = item.answerable and any(has_answer(answer.text, a) for a in item.answers)
         rows.append(JudgeRow(item.id, signals, item.answerable, correct))
         return answer.text

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rag import lang
+from rag.reader import group_text
 from rag.text import match_key, normalize_width
 from rag.types import Candidate, Hit, Query, Sentence, Verdict
 
@@ -108,10 +109,6 @@ class JudgeModel:
         tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         tmp.replace(path)
 
-    @property
-    def needs_model(self) -> bool:
-        return any(f in MODEL_FEATURES for f in self.features)
-
 
 @dataclass(frozen=True, slots=True)
 class JudgeConfig:
@@ -189,7 +186,7 @@ class Judge:
         used = {s.sent_id for group, _ in chosen for s in group}
         rest = next((c.score for c in candidates if c.sentence.sent_id not in used), 0.0)
         margin = best.score - rest
-        best_text = "".join(s.text for s in chosen[0][0])
+        best_text = group_text(chosen[0])
         check = lang.value_check(query.text)
         out = {
             # The score the rules thresholded before the judge existed.
@@ -220,7 +217,7 @@ class Judge:
         return out
 
     def _zone_miss(self, question: str, passage: str) -> bool:
-        # Only a place-like name counts: "拿到综保区…" names no zone.
+        # Only a place-like name counts: "进入开发区…" names no zone.
         names = {n for n in lang.zone_names(normalize_width(question)) if self.data.tokenizer.is_proper(n)}
         return bool(names) and not any(n in normalize_width(passage) for n in names)
 

@@ -10,6 +10,7 @@ particular article or question.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from rag.text import normalize_width
 
@@ -117,6 +118,7 @@ ELLIPSIS_EDGES = re.compile(r"^(?:那么|那|还有|另外|此外|同时|以及|
 CJK_CHAR = re.compile(r"[\u4e00-\u9fff]")
 
 
+@lru_cache(maxsize=4096)  # the reader, the judge and the writer each ask it of one question
 def value_check(question: str) -> tuple[re.Pattern[str], bool] | None:
     """What an answer must contain to state the kind of value the question asks for.
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from rag.judge import DEFAULT_JUDGE, DEFAULT_JUDGE_MODEL_READER, Judge, JudgeConfig
 from rag.query import QueryBuilder, QueryConfig, Turn
-from rag.reader import Reader, ReaderConfig
+from rag.reader import Reader, ReaderConfig, group_text
 from rag.retrieval import MODES, Retriever
 from rag.types import Answer, Hit, Query
 from rag.writer import ExtractiveWriter, WriterConfig
@@ -53,9 +53,10 @@ class Pipeline:
         read = hits[: self.answer_passages]
         candidates = self.reader.read(query, read)
         groups = self.reader.pick(candidates)
-        lead = self.writer.lead(query, "".join(s.text for s in groups[0][0])) if groups else None
+        # The value asked for, found once: the judge reads whether it is there, the writer leads with it.
+        lead = (self.writer.lead(query, group_text(groups[0])) or "") if groups else ""
         verdict = self.judge.judge(query, read, candidates, groups, lead)
-        answer = self.writer.write(query, verdict, groups, read)
+        answer = self.writer.write(query, verdict, groups, read, lead)
         # The writer returns its passages with the cited ones first.
         return replace(answer, hits=tuple([*answer.hits, *hits[len(answer.hits) :]][:k]))
 

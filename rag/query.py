@@ -56,6 +56,7 @@ class QueryBuilder:
         self.tokenizer = tokenizer
         self.encode_many = encode_many
         self.config = config or QueryConfig()
+        self._user_words = frozenset(tokenizer.user_words)
 
     # --- follow-ups -----------------------------------------------------------------
 
@@ -74,21 +75,20 @@ class QueryBuilder:
         return self.topic(question)
 
     def topic(self, question: str) -> str | None:
-        """The first name-like stretch of a question ("杭州综合保税区是…" -> 杭州综合保税区)."""
+        """The first name-like stretch of a question ("西湖科技园是…" -> 西湖科技园)."""
         tok = self.tokenizer
-        user = set(tok.user_words)
         text = normalize_width(question).lower()
         words = [w for w, _ in tok.terms(text)]
         for word in words:
             if len(word) < 2 or lang.NUMERIC.search(word) or lang.PRONOUN.search(word):
                 continue
-            if word in user or tok.is_proper(word):
+            if word in self._user_words or tok.is_proper(word):
                 start = text.find(word)
                 if start < 0:
                     continue
                 # Grow over a zone or organisation suffix right after the name.
                 end = start + len(word)
-                # Not across 的: "江东芯谷的核心区" is a part of the subject, not its name.
+                # Not across 的: "西湖科技园的核心区" is a part of the subject, not its name.
                 m = re.match(r"(?:(?!的)[\u4e00-\u9fffA-Za-z0-9]){0,16}?(?:区|园|港|谷|城|公司|集团|平台|基地|中心|县|市|镇)", text[end:])
                 if m:
                     end += m.end()

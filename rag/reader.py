@@ -23,6 +23,15 @@ if TYPE_CHECKING:
     from rag.index import IndexData
 
 
+# A cited group: the sentence(s) an answer cites together, and the candidate that chose them.
+Group = tuple[Sequence[Sentence], Candidate]
+
+
+def group_text(group: Group) -> str:
+    """The text of a cited group (a sentence with the context it needs)."""
+    return "".join(s.text for s in group[0])
+
+
 class SentenceModel(Protocol):
     """A trained model that reads question and sentence together (see rag.reader_model)."""
 

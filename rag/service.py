@@ -30,13 +30,12 @@ from rag.index import (
     release_memory,
 )
 from rag.ingest.pages import page_of_line
-from rag.lang import is_follow_up
 from rag.pipeline import Pipeline, build_pipeline, reader_settings
 from rag.query import Turn
 from rag.retrieval import MODES
 from rag.types import Answer, CleanDocument, Hit
 
-__all__ = ["RagService", "Turn", "answer_to_dict", "hit_to_dict", "is_follow_up"]
+__all__ = ["RagService", "Turn", "answer_to_dict", "hit_to_dict"]
 log = logging.getLogger("rag.service")
 
 

@@ -10,25 +10,27 @@ writer (rag.llm) is the other implementation of the same step.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from rag import lang
+from rag.reader import Group, group_text
 from rag.text import match_key
-from rag.types import Answer, Candidate, Citation, Hit, Query, Sentence, Verdict
+from rag.types import Answer, Citation, Hit, Query, Verdict
 
 if TYPE_CHECKING:
     from rag.index import IndexData
 
 ABSTAIN_TEXT = lang.NOT_FOUND + " 以下是最接近的段落，供参考。"
-Groups = Sequence[tuple[Sequence[Sentence], Candidate]]
+Groups = Sequence[Group]
 
 
 class Writer(Protocol):
-    def write(self, query: Query, verdict: Verdict, groups: Groups, hits: Sequence[Hit]) -> Answer: ...
+    def write(self, query: Query, verdict: Verdict, groups: Groups, hits: Sequence[Hit],
+              lead: str | None = None) -> Answer: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +65,15 @@ class ExtractiveWriter:
     """Writes the answer from the cited sentences themselves (no generation)."""
 
     def __init__(self, data: IndexData, config: WriterConfig | None = None,
-                 coverage: object | None = None) -> None:
+                 coverage: Callable[[Query, str], float] | None = None) -> None:
         self.data = data
         self.config = config or WriterConfig()
         self._coverage = coverage  # the reader's coverage(query, key), for trimming
 
-    def write(self, query: Query, verdict: Verdict, groups: Groups, hits: Sequence[Hit]) -> Answer:
+    def write(self, query: Query, verdict: Verdict, groups: Groups, hits: Sequence[Hit],
+              lead: str | None = None) -> Answer:
+        """The answer from the cited groups; ``lead`` is :meth:`lead` of the first group ("" for
+        none) when the caller has it already (the judge reads it too)."""
         if not verdict.answer or not groups:
             return abstain(query, verdict, hits)
         best = groups[0][1]
@@ -76,7 +81,8 @@ class ExtractiveWriter:
         budget = self.config.max_chars
         parts: list[str] = []
         citations = []
-        lead = self.lead(query, "".join(s.text for s in groups[0][0]))
+        if lead is None:
+            lead = self.lead(query, group_text(groups[0]))
         if lead:
             parts.append(f"{lead}。")
             budget -= len(lead) + 1
@@ -143,7 +149,7 @@ class ExtractiveWriter:
                 if second:
                     m = second
             value = m.group().strip().removeprefix("达").removeprefix("共")
-            # A value in another unit than the one asked ("多少吨" -> "1000家") answers nothing.
+            # A value in another unit than the one asked ("多少吨" -> "800家") answers nothing.
             return None if lang.lacks_value(lang.value_check(question), value) else value
         if lang.ASKS_PERSON.search(question):
             m = lang.PERSON.search(sentence)
@@ -159,7 +165,7 @@ class ExtractiveWriter:
         if len(quoted) == 1:
             return quoted[0]
         # A name that shares a word with the question is the question's own subject
-        # ("钱塘新区打造", "未来产业" for a question about 钱塘新区's 产业平台), not the answer;
+        # ("西湖新区打造", "数字产业" for a question about 西湖新区's 产业平台), not the answer;
         # an answer name ends like the name of an organisation or place.
         pieces = {p for w, subs, wt in query.terms if wt >= 1.0 for p in (w, *subs) if len(p) >= 2}
         low = sentence.lower()
@@ -189,7 +195,7 @@ class ExtractiveWriter:
             return text
         clauses = lang.CLAUSE.findall(text) or [text]
         score = self._coverage or (lambda _q, _k: 0.0)
-        scores = [score(query, match_key(c)) for c in clauses]  # type: ignore[operator]
+        scores = [score(query, match_key(c)) for c in clauses]
         best = int(np.argmax(scores))
         lo = hi = best
         # Grow the window around the best clause while it fits.

@@ -18,11 +18,6 @@
     return n > 1048576 ? (n / 1048576).toFixed(1) + " MB" : Math.max(1, Math.round(n / 1024)) + " KB";
   }
 
-  function authHeaders() {
-    const key = getApiKey();
-    return key ? { Authorization: "Bearer " + key } : {};
-  }
-
   async function refresh() {
     let docs, status;
     try {
@@ -71,7 +66,7 @@
   async function remove(doc) {
     if (!confirm("确定删除「" + doc.title + "」吗？删除后将不再用它回答问题。")) return;
     try {
-      const res = await fetch("/documents/" + encodeURIComponent(doc.doc_id), { method: "DELETE", headers: authHeaders() });
+      const res = await fetch("/documents/" + encodeURIComponent(doc.doc_id), { method: "DELETE", headers: apiHeaders() });
       if (!res.ok) throw new Error((await res.json().catch(() => ({}))).detail || res.statusText);
     } catch (err) {
       upStatus.textContent = "删除失败：" + err.message;
