@@ -150,12 +150,16 @@ class QueryBuilder:
             for t in tok.tokenize(piece):
                 tokens.append(t)
                 weights.append(weight)
+            if n and rewritten:
+                # A rewritten follow-up names its subject: the earlier turns steer keyword
+                # retrieval only, and its sentence must answer the question as rewritten.
+                continue
             for word, subs in tok.terms(piece):
                 if word not in terms:
                     terms[word] = (word, subs, 1.0 if n == 0 else self.config.context_term_weight * weight)
-        if context:
-            # Follow-ups retrieve with the earlier question they lean on; sentences
-            # are scored against the current question alone.
+        if context and not rewritten:
+            # Follow-ups without a subject to name retrieve with the earlier question they
+            # lean on; sentences are scored against the current question alone.
             combined, focus = self.encode_many([f"{context[0][0]} {text}", text])
         else:
             combined = focus = self.encode_many([text])[0]
