@@ -69,6 +69,24 @@ def synthetic(settings: Settings, n: int, seed: int = 0) -> tuple[Any, np.ndarra
     return (real, documents, tuple(chunks), tuple(sentences)), chunk_vecs.astype(np.float32), sent_vecs
 
 
+def settle(idle_share: float = 0.2, timeout: float = 3600.0) -> float:
+    """Wait until this process's background threads are idle (CPU below ``idle_share`` of one
+    core over a second); returns the seconds waited."""
+    import resource
+
+    def cpu() -> float:
+        use = resource.getrusage(resource.RUSAGE_SELF)
+        return use.ru_utime + use.ru_stime
+
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        before = cpu()
+        time.sleep(1.0)
+        if cpu() - before < idle_share:
+            break
+    return time.perf_counter() - t0
+
+
 def run_one(settings: Settings, config: str, n: int, questions: list[str]) -> dict[str, Any]:
     """Build ``config`` over ``n`` synthetic passages and time it; runs in a fresh process."""
     from rag.embedding import Embedder
@@ -112,6 +130,9 @@ def run_one(settings: Settings, config: str, n: int, questions: list[str]) -> di
                                      "ours", settings.milvus_index_type, lite=True, progress=False)
             IdfTable(keyword.vocab, keyword.idf, keyword.max_idf).save(scratch)
             store = MilvusStore.open(client, uri, info, scratch)
+            # Milvus Lite compacts segments and builds their HNSW indexes in a background thread
+            # after the flush (searching by brute force meanwhile): the build ends when it is idle.
+            settle()
         build_s = time.perf_counter() - t0
         # The store holds the vectors now (FAISS: read back from its files; Milvus: in the engine):
         # dropping the build's copies leaves RSS to what a serving process holds.

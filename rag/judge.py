@@ -34,6 +34,9 @@ RULE_FEATURES = (
     "confidence_rules", "best_score", "margin", "best_dense", "best_coverage", "value_miss", "asks_value",
     "year_conflict", "unknown_place", "top_hit", "hit_gap", "keyword_top", "dense_top",
     "asks_entity", "has_lead", "person_miss", "zone_miss",
+    # value_miss split by the kind of value asked: a missing date is a surer sign than a
+    # missing count (counts are written in more ways than the patterns know).
+    "unit_miss", "date_miss", "number_miss", "missing_word",
 )
 MODEL_FEATURES = ("model_best", "model_max")
 # Candidate signal sets, from few to all; `rag judge fit` keeps the one whose cross-validated
@@ -43,6 +46,8 @@ FEATURE_SETS = {
     "core": ("confidence_rules", "value_miss", "unknown_place", "year_conflict", "person_miss", "zone_miss"),
     "compact": ("confidence_rules", "margin", "best_score", "value_miss", "unknown_place", "year_conflict",
                 "person_miss", "zone_miss", "asks_entity", "asks_value", "top_hit"),
+    "split": ("confidence_rules", "unit_miss", "date_miss", "number_miss", "missing_word", "unknown_place",
+              "year_conflict", "person_miss", "zone_miss"),
     "all": RULE_FEATURES,
 }
 
@@ -175,6 +180,8 @@ class Judge:
             return "the closest sentence states no value of the kind asked for"
         if values.get("year_conflict"):
             return "the closest sentence is about another year"
+        if values.get("missing_word", 0.0) >= 0.9:
+            return "the closest passage never mentions a word the question asks about"
         return "no sentence answers the question with enough confidence"
 
     def signals(
@@ -188,6 +195,8 @@ class Judge:
         margin = best.score - rest
         best_text = group_text(chosen[0])
         check = lang.value_check(query.text)
+        value_miss = lang.lacks_value(check, best_text)
+        kind = check.kind if check is not None and value_miss else ""
         out = {
             # The score the rules thresholded before the judge existed.
             "confidence_rules": max(best.dense, best.context_dense) + margin,
@@ -195,7 +204,11 @@ class Judge:
             "margin": margin,
             "best_dense": max(best.dense, best.context_dense),
             "best_coverage": best.coverage,
-            "value_miss": float(lang.lacks_value(check, best_text)),
+            "value_miss": float(value_miss),
+            "unit_miss": float(kind == "unit"),
+            "date_miss": float(kind == "date"),
+            "number_miss": float(kind in ("number", "rate", "ordinal")),
+            "missing_word": self.missing_word(query, best.hit),
             "asks_value": float(check is not None),
             "year_conflict": float(lang.year_conflict(query.text, best_text)),
             "unknown_place": float(self.unknown_place(query) is not None),
@@ -215,6 +228,17 @@ class Judge:
             out["model_best"] = best.model_score if best.model_score is not None else 0.0
             out["model_max"] = max(scored)
         return out
+
+    def missing_word(self, query: Query, hit: Hit) -> float:
+        """How rare the rarest of the question's own words that the cited passage lacks is
+        (its idf as a share of the largest): a near-miss names the right thing and asks
+        about something the passage never mentions."""
+        kw = self.data.keyword
+        passage = match_key(hit.chunk.title + hit.chunk.text)
+        top = kw.token_idf("\0") or 1.0  # an unseen word has the largest idf
+        missing = [kw.token_idf(word) for word, _, weight in query.terms
+                   if weight >= 1.0 and len(word) >= 2 and word not in passage]
+        return max(missing, default=0.0) / top
 
     def _zone_miss(self, question: str, passage: str) -> bool:
         # Only a place-like name counts: "进入开发区…" names no zone.

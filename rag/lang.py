@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import NamedTuple
 
 from rag.text import normalize_width
 
@@ -118,36 +119,47 @@ ELLIPSIS_EDGES = re.compile(r"^(?:那么|那|还有|另外|此外|同时|以及|
 CJK_CHAR = re.compile(r"[\u4e00-\u9fff]")
 
 
+class ValueCheck(NamedTuple):
+    """What an answer must contain to state the kind of value a question asks for."""
+
+    pattern: re.Pattern[str]
+    strip_dates: bool  # dates are removed before matching (a quantity that is not a date)
+    kind: str  # one of VALUE_KINDS
+
+
+VALUE_KINDS = ("unit", "date", "rate", "ordinal", "number")
+
+
 @lru_cache(maxsize=4096)  # the reader, the judge and the writer each ask it of one question
-def value_check(question: str) -> tuple[re.Pattern[str], bool] | None:
+def value_check(question: str) -> ValueCheck | None:
     """What an answer must contain to state the kind of value the question asks for.
 
     A number in the unit of measure asked ("多少平方公里" needs "…平方公里"; 几成
-    also takes a percentage), else a date (何时/哪一年), else an ordinal (第几),
-    else a quantity that is not a date (多少/几). Returns the pattern and whether
-    dates are removed before matching, or None when the question asks for no value.
+    also takes a percentage), else a date (何时/哪一年), else a rate, else an
+    ordinal (第几), else a quantity that is not a date (多少/几). None when the
+    question asks for no value.
     """
     asked = ASKED_UNIT.search(question)
     if asked:
         unit = SAME_UNIT.get(asked.group(1)) or re.escape(asked.group(1))
-        return re.compile(rf"[\d{NUMERALS}]\s*(?:多|余)?\s*(?:万亿|亿|万|千)?\s*(?:{unit})", re.IGNORECASE), False
+        pattern = re.compile(rf"[\d{NUMERALS}]\s*(?:多|余)?\s*(?:万亿|亿|万|千)?\s*(?:{unit})", re.IGNORECASE)
+        return ValueCheck(pattern, False, "unit")
     if ASKS_DATE.search(question):
-        return HAS_DATE, False
+        return ValueCheck(HAS_DATE, False, "date")
     if ASKS_RATE.search(question):
-        return RATE_VALUE, False
+        return ValueCheck(RATE_VALUE, False, "rate")
     if "第几" in question:
-        return ORDINAL, False
+        return ValueCheck(ORDINAL, False, "ordinal")
     if ASKS_NUMBER.search(question):
-        return NUMBER_VALUE, True
+        return ValueCheck(NUMBER_VALUE, True, "number")
     return None
 
 
-def lacks_value(check: tuple[re.Pattern[str], bool] | None, text: str) -> bool:
+def lacks_value(check: ValueCheck | None, text: str) -> bool:
     """True when ``text`` does not state the value :func:`value_check` asks for."""
     if check is None:
         return False
-    pattern, strip_dates = check
-    return not pattern.search(DATE_VALUE.sub("", text) if strip_dates else text)
+    return not check.pattern.search(DATE_VALUE.sub("", text) if check.strip_dates else text)
 
 
 def person(text: str) -> str | None:

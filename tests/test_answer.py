@@ -51,6 +51,9 @@ def test_ordinal_and_unit_questions_pick_their_own_check():
     assert area is not None and count is not None and area[0].pattern != count[0].pattern
     assert value_check("杭州有多少AI企业？") == count  # letters run into Chinese are a name, not a unit
     assert value_check("有几个产业平台？") == count  # counting words need only some quantity
+    kinds = {q: value_check(q).kind for q in ("多少平方公里", "哪一年成立", "增长率是多少", "排在第几位？", "有几家")}
+    assert kinds == {"多少平方公里": "unit", "哪一年成立": "date", "增长率是多少": "rate", "排在第几位？": "ordinal",
+                     "有几家": "number"}
 
 
 def test_answer_in_another_unit_abstains(service):

@@ -67,6 +67,42 @@ def test_follow_up_names_the_previous_questions_subject(service):
     assert answer.rewritten and answer.question.startswith("杭州综合保税区")
 
 
+def test_rewritten_follow_up_reads_as_the_standalone_question(service):
+    """Once it names its subject, a follow-up retrieves and is read as the standalone question;
+    the earlier turn only adds down-weighted keywords."""
+    import numpy as np
+
+    builder = service.require().pipeline.queries
+    q1 = "杭州综合保税区是什么时候获批设立的？"
+    query = builder.from_turns([Turn("user", q1), Turn("assistant", "2018年2月。"), Turn("user", "它的面积有多大？")])
+    alone = builder.from_text("杭州综合保税区的面积有多大？")
+    assert query.rewritten and query.text == alone.text
+    assert np.allclose(query.vector, alone.vector, atol=1e-5)
+    assert [t[0] for t in query.terms] == [t[0] for t in alone.terms]
+    earlier = {t for t, w in zip(query.tokens, query.token_weights, strict=True) if w < 1.0}
+    assert "获批" in earlier and "获批" not in alone.tokens
+
+
+def test_judge_reads_the_rarest_word_the_cited_passage_lacks(service):
+    """Asked about an attribute no passage mentions, the judge sees a rare missing word; asked
+    about one the passage states, none."""
+    pipe = service.require().pipeline
+
+    def signals(question):
+        query = pipe.queries.from_text(question)
+        hits = pipe.retrieve(query, pipe.answer_passages)
+        candidates = pipe.reader.read(query, hits)
+        return pipe.judge.signals(query, hits, candidates, pipe.reader.pick(candidates))
+
+    stated = signals("杭州医药港已集聚各类生物医药企业多少家？")
+    absent = signals("杭州医药港的蟑螂养殖场有多少家？")
+    assert stated["missing_word"] < 0.5 < absent["missing_word"]
+    # The kind of value missing: a date, a unit of measure (none missing when it is stated).
+    assert signals("江东芯谷的核心区块是哪一年划定的？")["date_miss"] == 1.0
+    assert signals("南卡口让货车通关时间缩短了多少平方公里？")["unit_miss"] == 1.0
+    assert stated["date_miss"] == stated["unit_miss"] == stated["number_miss"] == 0.0
+
+
 def test_confidence_is_a_probability(service):
     for q in (Q_ENTITY, Q_UNIT_MISS, "今天天气怎么样？", "杭州医药港已集聚各类生物医药企业多少家？"):
         answer = service.ask(q)
