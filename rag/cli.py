@@ -1,5 +1,5 @@
 """The ``rag`` command: ``index rebuild | ask | search | add | remove | documents | eval | bench | serve |
-judge fit | reader train``.
+judge fit | embed train | reader train``.
 
 Builds the one :class:`Settings` from the environment (and flags) and passes it
 down. ``main(argv) -> int`` so tests can call it in-process.
@@ -99,6 +99,12 @@ def _cmd_judge_fit(args: argparse.Namespace) -> int:
     from rag.evaluation import run_judge_fit_command
 
     return run_judge_fit_command(args, _settings(args))
+
+
+def _cmd_embed_train(args: argparse.Namespace) -> int:
+    from rag.embed_train import run_embed_train_command
+
+    return run_embed_train_command(args, _settings(args))
 
 
 def _cmd_reader_train(args: argparse.Namespace) -> int:
@@ -219,6 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --scale: results JSON (the table goes beside it as .md, the plot as .png)")
     bench.add_argument("--timeout", type=float, default=4 * 3600, help="with --scale: seconds per run")
     bench.set_defaults(func=_cmd_bench)
+
+    embed = sub.add_parser("embed", help="the tuned embedding model")
+    esub = embed.add_subparsers(dest="embed_command", required=True)
+    et = esub.add_parser("train", help="fine-tune m3e-small on questions written from the articles")
+    et.add_argument("--out", type=Path, default=None, help="default: models/embedder (RAG_TUNED_DIR)")
+    et.add_argument("--epochs", type=int, default=8, help="passes over the questions (default 8)")
+    et.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    et.set_defaults(func=_cmd_embed_train)
 
     reader = sub.add_parser("reader", help="the trained sentence reader")
     rsub = reader.add_subparsers(dest="reader_command", required=True)

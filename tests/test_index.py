@@ -92,7 +92,7 @@ def test_manifest_records_model_chunking_files_and_counts(workspace):
     assert current.is_symlink() and os.readlink(current).startswith("builds/")
     manifest = json.loads((current / "manifest.json").read_text())
     model_path = workspace.resolved_model_path()
-    assert manifest["model"]["name"] == model_path.name == "m3e-small"
+    assert manifest["model"]["name"] == model_path.name == "embedder"  # the tuned m3e-small (models/embedder)
     assert manifest["model"]["weights_sha256"] == weights_fingerprint(model_path)
     assert len(manifest["model"]["weights_sha256"]) == 64
     assert manifest["dimension"] == 512
