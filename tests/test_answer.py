@@ -67,7 +67,7 @@ def test_answer_in_another_unit_abstains(service):
     assert wrong_unit.confidence < answered.confidence
 
 
-@pytest.mark.parametrize("question", ["杭州综合保税区的前身是什么？", "知识产权授权时限被压缩到多久？"])
+@pytest.mark.parametrize("question", ["杭州综合保税区的前身是什么？", "竞聘后硕士以上学历的干部占比多少？"])
 def test_cited_passages_lead_the_hits(service, question):
     """The passage the answer comes from is the first hit, even when retrieval ranked it lower."""
     answer = service.ask(question, top_k=5)
