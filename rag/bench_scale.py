@@ -14,6 +14,7 @@ whole answer (encode, retrieve, read, judge, write; in process, no HTTP), and RS
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -96,7 +97,7 @@ def run_one(settings: Settings, config: str, n: int, questions: list[str]) -> di
     from rag.service import QueryEncoder
     from rag.store.base import SentenceVectors
     from rag.store.faiss_store import FaissStore
-    from rag.store.milvus_store import IdfTable, MilvusStore, connect
+    from rag.store.milvus_store import IdfTable, MilvusStore, connect, is_lite
 
     (real, documents, chunks, sentences), chunk_vecs, sent_vecs = synthetic(settings, n)
     tokenizer = real.tokenizer
@@ -113,6 +114,8 @@ def run_one(settings: Settings, config: str, n: int, questions: list[str]) -> di
             row += by_text[text]
         tokens.append(row)
     scratch = Path(tempfile.mkdtemp(prefix="rag-scale-"))
+    server = settings.milvus_uri if settings.milvus_uri and not is_lite(settings.milvus_uri) else None
+    label, client, info = config, None, None
     try:
         t0 = time.perf_counter()
         keyword = KeywordIndex.build(tokens)
@@ -124,15 +127,20 @@ def run_one(settings: Settings, config: str, n: int, questions: list[str]) -> di
             store: Any = FaissStore(faiss.read_index(str(scratch / "dense.faiss")),
                                     faiss.read_index(str(scratch / "sentences.faiss")), keyword)
         else:
-            uri = str(scratch / "milvus.db")
-            client = connect(uri, None, 600)
-            info = MilvusStore.write(client, "scale", "b", chunk_vecs, sent_vecs, [" ".join(t) for t in tokens],
-                                     "ours", settings.milvus_index_type, lite=True, progress=False)
+            # Milvus Lite in the scratch folder, or the server RAG_MILVUS_URI names (a URL).
+            if server:
+                label = "milvus-server"
+            token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
+            client = connect(server or str(scratch / "milvus.db"), token, 600)
+            info = MilvusStore.write(client, f"scale{os.getpid()}", "b", chunk_vecs, sent_vecs,
+                                     [" ".join(t) for t in tokens], "ours", settings.milvus_index_type,
+                                     lite=not server, progress=False)
             IdfTable(keyword.vocab, keyword.idf, keyword.max_idf).save(scratch)
-            store = MilvusStore.open(client, uri, info, scratch)
-            # Milvus Lite compacts segments and builds their HNSW indexes in a background thread
-            # after the flush (searching by brute force meanwhile): the build ends when it is idle.
-            settle()
+            store = MilvusStore.open(client, server or str(scratch / "milvus.db"), info, scratch)
+            if not server:
+                # Milvus Lite compacts segments and builds their HNSW indexes in a background thread
+                # after the flush (searching by brute force meanwhile): the build ends when it is idle.
+                settle()
         build_s = time.perf_counter() - t0
         # The store holds the vectors now (FAISS: read back from its files; Milvus: in the engine):
         # dropping the build's copies leaves RSS to what a serving process holds.
@@ -157,13 +165,16 @@ def run_one(settings: Settings, config: str, n: int, questions: list[str]) -> di
             pipeline.answer(pipeline.queries.build(q), 5)
             ask_ms.append((time.perf_counter() - t) * 1000)
         return {
-            "config": config, "passages": n, "sentences": len(sentences),
+            "config": label, "passages": n, "sentences": len(sentences),
             "build_s": round(build_s, 2), "vectors_per_s": round((len(chunks) + len(sentences)) / build_s),
             "retrieve_p50_ms": round(_pct(retrieve_ms, 50), 1), "retrieve_p95_ms": round(_pct(retrieve_ms, 95), 1),
             "ask_p50_ms": round(_pct(ask_ms, 50), 1), "ask_p95_ms": round(_pct(ask_ms, 95), 1),
             "rss_mb": round(rss_mb()),
         }
     finally:
+        if server and client is not None and info is not None:  # a server keeps collections: drop ours
+            for coll in (info["passages"], info["sentences"]):
+                client.drop_collection(coll)
         shutil.rmtree(scratch, ignore_errors=True)
 
 
@@ -174,7 +185,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    for config in CONFIGS:
+    for config in dict.fromkeys(r["config"] for r in rows):
         pts = sorted((r for r in rows if r["config"] == config), key=lambda r: r["passages"])
         if not pts:
             continue

@@ -220,7 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--scale", action="store_true",
                        help="instead: the stores over synthetic corpora of growing size (long; see docs/scale.md)")
     bench.add_argument("--sizes", default="10000,100000,1000000", help="with --scale: passages per corpus")
-    bench.add_argument("--stores", default="faiss-flat,faiss-hnsw,milvus-lite", help="with --scale: which stores")
+    bench.add_argument("--stores", default="faiss-flat,faiss-hnsw,milvus-lite",
+                       help="with --scale: which stores (milvus-lite: Milvus Lite in a scratch folder, or the "
+                            "server RAG_MILVUS_URI names when it is a URL)")
     bench.add_argument("--scale-out", dest="json_out", type=Path, default=Path("docs/scale-results.json"),
                        help="with --scale: results JSON (the table goes beside it as .md, the plot as .png)")
     bench.add_argument("--timeout", type=float, default=4 * 3600, help="with --scale: seconds per run")

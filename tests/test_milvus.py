@@ -306,3 +306,31 @@ def test_milvus_going_away_gives_503_and_the_service_recovers(server, on_server)
                 break
             time.sleep(1)
         assert httpx.post(base + "/ask", json={"question": question}, timeout=60).status_code == 200
+
+
+# --- the scale bench over Milvus ------------------------------------------------------------
+
+
+def test_scale_bench_runs_on_milvus_lite_and_on_a_server(server, tmp_path):
+    """`rag bench --scale` at a tiny size: Milvus Lite in a scratch folder, then the server
+    RAG_MILVUS_URI names (its row labelled milvus-server, its collections dropped afterwards)."""
+    import json
+
+    from pymilvus import MilvusClient
+
+    rag = str(Path(sys.executable).with_name("rag"))
+    env = {**os.environ, "RAG_ONNX_DIR": str(ONNX_DIR), "RAG_MILVUS_URI": ""}
+    out = tmp_path / "lite.json"
+    subprocess.run([rag, "bench", "--scale", "--sizes", "300", "--stores", "milvus-lite", "--scale-out", str(out)],
+                   env=env, cwd=ROOT, check=True, capture_output=True, timeout=600)
+    (row,) = json.loads(out.read_text())
+    assert row["config"] == "milvus-lite" and row["passages"] == 300 and row["sentences"] == 1800
+    assert row["ask_p50_ms"] > 0 and row["rss_mb"] > 0 and out.with_suffix(".png").is_file()
+
+    before = set(MilvusClient(uri=server.uri, timeout=10).list_collections())
+    out = tmp_path / "server.json"
+    subprocess.run([rag, "bench", "--scale", "--sizes", "300", "--stores", "milvus-lite", "--scale-out", str(out)],
+                   env={**env, "RAG_MILVUS_URI": server.uri}, cwd=ROOT, check=True, capture_output=True, timeout=600)
+    (row,) = json.loads(out.read_text())
+    assert row["config"] == "milvus-server" and row["retrieve_p50_ms"] > 0
+    assert set(MilvusClient(uri=server.uri, timeout=10).list_collections()) == before
