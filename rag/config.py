@@ -18,6 +18,7 @@ MODEL_FOLDER = "embedding/m3e-small"
 
 # The tuned embedder's folder (weights git-ignored; `rag embed train` writes them).
 TUNED_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "embedder"
+TUNED_WEIGHTS = "model.safetensors"  # its presence means a complete model folder (written last, by a rename)
 
 
 class ConfigError(ValueError):
@@ -153,7 +154,7 @@ class Settings(BaseSettings):
         """
         if self.model_path is None and self.embedder == "tuned":
             path = self.tuned_model_dir()
-            if not (path / "model.safetensors").is_file():
+            if not (path / TUNED_WEIGHTS).is_file():
                 raise ConfigError(
                     f"The tuned embedding model is missing: {path}. Run `make index` (it trains it first, a "
                     "few minutes) or `rag embed train`; or set RAG_EMBEDDER=base to use m3e-small as shipped."

@@ -32,7 +32,6 @@ from rag.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTIONS_FILE = ROOT / "rag" / "data" / "reader_questions.jsonl"
-WEIGHTS = "model.safetensors"  # the file whose presence means a complete model folder
 
 
 @dataclass(frozen=True, slots=True)
