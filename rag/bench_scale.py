@@ -131,12 +131,13 @@ def run_one(settings: Settings, config: str, n: int, questions: list[str]) -> di
             if server:
                 label = "milvus-server"
             token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
-            client = connect(server or str(scratch / "milvus.db"), token, 600)
+            uri = server or str(scratch / "milvus.db")
+            client = connect(uri, token, 600)
             info = MilvusStore.write(client, f"scale{os.getpid()}", "b", chunk_vecs, sent_vecs,
                                      [" ".join(t) for t in tokens], "ours", settings.milvus_index_type,
                                      lite=not server, progress=False)
             IdfTable(keyword.vocab, keyword.idf, keyword.max_idf).save(scratch)
-            store = MilvusStore.open(client, server or str(scratch / "milvus.db"), info, scratch)
+            store = MilvusStore.open(client, uri, info, scratch)
             if not server:
                 # Milvus Lite compacts segments and builds their HNSW indexes in a background thread
                 # after the flush (searching by brute force meanwhile): the build ends when it is idle.

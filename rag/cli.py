@@ -232,8 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     esub = embed.add_subparsers(dest="embed_command", required=True)
     et = esub.add_parser("train", help="fine-tune m3e-small on questions written from the articles")
     et.add_argument("--out", type=Path, default=None, help="default: models/embedder (RAG_TUNED_DIR)")
-    et.add_argument("--epochs", type=int, default=8, help="passes over the questions (default 8)")
-    et.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    et.add_argument("--epochs", type=int, default=None, help="passes over the questions (default 8)")
+    et.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     et.set_defaults(func=_cmd_embed_train)
 
     reader = sub.add_parser("reader", help="the trained sentence reader")

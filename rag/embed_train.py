@@ -168,7 +168,8 @@ def train(settings: Settings, out: Path, cfg: EmbedTrainConfig | None = None, pr
 def run_embed_train_command(args: Any, settings: Settings) -> int:
     """``rag embed train``: tune the embedder and write it where RAG_EMBEDDER=tuned reads it."""
     out = args.out or settings.tuned_model_dir()
-    cfg = EmbedTrainConfig(epochs=args.epochs, seed=args.seed)
+    # Only what the command line sets; the rest (and the defaults) are EmbedTrainConfig's.
+    cfg = EmbedTrainConfig(**{k: v for k in ("epochs", "seed") if (v := getattr(args, k)) is not None})
     manifest = train(settings, out, cfg)
     print(f"Tuned embedder written to {out}: {manifest['examples']} questions, {cfg.epochs} epochs, "
           f"{manifest['train_seconds']} s (loss per epoch {manifest['loss_per_epoch']}).")

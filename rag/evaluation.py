@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rag.config import Settings
+from rag.lang import MARKER
 from rag.text import match_key
 
 TYPES = ("entity", "number", "date", "list", "reason", "paraphrase", "unanswerable")
@@ -273,7 +274,7 @@ def lead_of(result: dict[str, Any]) -> str:
     """The value an answer opens with: its lead, else its first sentence without markers."""
     if result.get("lead"):
         return str(result["lead"])
-    text = re.sub(r"\[\d+\]", "", str(result.get("answer", "")))
+    text = MARKER.sub("", str(result.get("answer", "")))
     return re.split(r"[。！？!?]", text, maxsplit=1)[0]
 
 

@@ -114,7 +114,7 @@ FOLLOW_UP = re.compile(
 # ("缩短到几秒", "降至多少") asks for the second, one about where it started ("从多少") the first.
 CHANGE_TO = re.compile(r"[^，。；,;]{0,8}?(?:至|到|为|成)\s*")
 ASKS_FROM = re.compile(r"从|原来|原先|原本|之前|以前|[成造设革建]前")
-# Openers and closers an elliptical follow-up wraps its new piece in ("那省级的呢？").
+# Openers and closers an elliptical follow-up wraps its new piece in ("那市级的呢？").
 ELLIPSIS_EDGES = re.compile(r"^(?:那么|那|还有|另外|此外|同时|以及|并且)[，,]?|的?呢?[？?。！!\s]*$")
 CJK_CHAR = re.compile(r"[\u4e00-\u9fff]")
 
@@ -124,10 +124,7 @@ class ValueCheck(NamedTuple):
 
     pattern: re.Pattern[str]
     strip_dates: bool  # dates are removed before matching (a quantity that is not a date)
-    kind: str  # one of VALUE_KINDS
-
-
-VALUE_KINDS = ("unit", "date", "rate", "ordinal", "number")
+    kind: str  # unit, date, rate, ordinal or number
 
 
 @lru_cache(maxsize=4096)  # the reader, the judge and the writer each ask it of one question

@@ -129,7 +129,7 @@ class QueryBuilder:
             return question[: m.start()] + subject + joint + rest
         piece = lang.ELLIPSIS_EDGES.sub("", question).strip()
         if question.rstrip("？?。 ").endswith("呢") and piece:
-            # "省级的呢？" after "国家级开发区有几个？": the word of the same kind is swapped.
+            # "市级的呢？" after "省级园区有几个？": the word of the same kind is swapped.
             for word, _ in self.tokenizer.terms(previous):
                 if word != piece and len(word) >= 2 and word[-1] == piece[-1] and word in previous:
                     return previous.replace(word, piece, 1)

@@ -73,14 +73,14 @@ def test_rewritten_follow_up_reads_as_the_standalone_question(service):
     import numpy as np
 
     builder = service.require().pipeline.queries
-    q1 = "杭州综合保税区是什么时候获批设立的？"
-    query = builder.from_turns([Turn("user", q1), Turn("assistant", "2018年2月。"), Turn("user", "它的面积有多大？")])
-    alone = builder.from_text("杭州综合保税区的面积有多大？")
+    q1 = "杭州医药港是哪一年挂牌的？"
+    query = builder.from_turns([Turn("user", q1), Turn("assistant", "2018年5月。"), Turn("user", "它的规划面积是多少？")])
+    alone = builder.from_text("杭州医药港的规划面积是多少？")
     assert query.rewritten and query.text == alone.text
     assert np.allclose(query.vector, alone.vector, atol=1e-5)
     assert [t[0] for t in query.terms] == [t[0] for t in alone.terms]
     earlier = {t for t, w in zip(query.tokens, query.token_weights, strict=True) if w < 1.0}
-    assert "获批" in earlier and "获批" not in alone.tokens
+    assert "挂牌" in earlier and "挂牌" not in alone.tokens
 
 
 def test_judge_reads_the_rarest_word_the_cited_passage_lacks(service):
