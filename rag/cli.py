@@ -107,6 +107,12 @@ def _cmd_embed_train(args: argparse.Namespace) -> int:
     return run_embed_train_command(args, _settings(args))
 
 
+def _cmd_reader_fit(args: argparse.Namespace) -> int:
+    from rag.reader_fit import run_reader_fit_command
+
+    return run_reader_fit_command(args, _settings(args))
+
+
 def _cmd_reader_train(args: argparse.Namespace) -> int:
     from rag.reader_train import run_train_command
 
@@ -232,12 +238,17 @@ def build_parser() -> argparse.ArgumentParser:
     esub = embed.add_subparsers(dest="embed_command", required=True)
     et = esub.add_parser("train", help="fine-tune m3e-small on questions written from the articles")
     et.add_argument("--out", type=Path, default=None, help="default: models/embedder (RAG_TUNED_DIR)")
-    et.add_argument("--epochs", type=int, default=None, help="passes over the questions (default 8)")
+    et.add_argument("--epochs", type=int, default=None, help="passes over the questions (default: EmbedTrainConfig's)")
     et.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     et.set_defaults(func=_cmd_embed_train)
 
     reader = sub.add_parser("reader", help="the trained sentence reader")
     rsub = reader.add_subparsers(dest="reader_command", required=True)
+    rf = rsub.add_parser("fit", help="fit the sentence-score weights on the dev split (cross-validated)")
+    rf.add_argument("--split", default="dev", help="only dev: the test split is never fitted on")
+    rf.add_argument("--out", type=Path, default=None, help="default: models/reader-weights.json")
+    rf.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds")
+    rf.set_defaults(func=_cmd_reader_fit)
     rt = rsub.add_parser("train", help="make data, train, export int8 ONNX and measure on dev")
     rt.add_argument("--out", type=Path, default=Path("models/reader"), help="default: models/reader")
     rt.add_argument("--epochs", type=int, default=3)

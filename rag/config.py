@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     reader: Literal["rules", "model"] = "rules"
     reader_dir: Path | None = None  # the trained reader; empty means models/reader
     reader_weight: float = Field(0.3, ge=0.0, le=5.0)  # the trained reader's share of the sentence score
+    # The reader's sentence-score weights (`rag reader fit`, on the dev split); empty means
+    # models/reader-weights.json, or the code's defaults when that file is absent.
+    reader_weights_path: Path | None = None
     judge_path: Path | None = None  # empty means models/judge.json (judge-reader.json with the model reader)
     abstain_threshold: float | None = Field(None, ge=0.0, le=1.0)
     answer_max_chars: int = Field(150, ge=20, le=2000)
@@ -134,6 +137,7 @@ class Settings(BaseSettings):
         return None if value in ("", None) else value
 
     @field_validator("model_path", "tuned_dir", "onnx_dir", "llm_base_url", "llm_model", "reader_dir", "judge_path",
+                     "reader_weights_path",
                      "abstain_threshold", "milvus_uri", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:

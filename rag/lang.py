@@ -97,6 +97,7 @@ COUNTY = "县"
 ORDINAL = re.compile(rf"第\s*[\d{NUMERALS}]+")
 CLAUSE = re.compile(r"[^，,；;：:。！？!?]+[，,；;：:。！？!?]*")
 TERMINAL = tuple("。！？!?；;…”\"）)")
+LIST_ITEM_END = ("；", ";")  # a sentence ending so is one item of a list whose items name their own subjects
 MARKER = re.compile(r"\[\d+\]")
 
 # Pronouns and demonstratives that stand for the subject of the previous turn.

@@ -16,7 +16,7 @@ import numpy as np
 
 from rag.judge import DEFAULT_JUDGE, DEFAULT_JUDGE_MODEL_READER, Judge, JudgeConfig
 from rag.query import QueryBuilder, QueryConfig, Turn
-from rag.reader import Reader, ReaderConfig, group_text
+from rag.reader import DEFAULT_WEIGHTS, Reader, ReaderConfig, group_text, load_weights
 from rag.retrieval import MODES, Retriever
 from rag.types import Answer, Hit, Query
 from rag.writer import ExtractiveWriter, WriterConfig
@@ -52,6 +52,9 @@ class Pipeline:
         hits = self.retriever.retrieve(query, max(k, self.answer_passages), mode)
         read = hits[: self.answer_passages]
         candidates = self.reader.read(query, read)
+        # The reader's best is the answer. (Letting the judge pick, among the reader's best three,
+        # the one it believes most answered 2 more dev questions but declined fewer unanswerable
+        # ones, and lost on the test split: abstention 0.500 -> 0.444, calibration error 0.091 -> 0.133.)
         groups = self.reader.pick(candidates)
         # The value asked for, found once: the judge reads whether it is there, the writer leads with it.
         lead = (self.writer.lead(query, group_text(groups[0])) or "") if groups else ""
@@ -77,8 +80,11 @@ def build_pipeline(
     ``settings.reader == "model"`` (loaded once by the service, shared across reloads)."""
     kind, _ = reader_settings(settings)
     use_model = kind == "model" and sentence_model is not None
-    reader_cfg = ReaderConfig(max_sentences=settings.max_answer_sentences, max_chars=settings.answer_max_chars,
-                              model=settings.reader_weight if use_model else 0.0)
+    rest = {"max_sentences": settings.max_answer_sentences, "max_chars": settings.answer_max_chars,
+            "model": settings.reader_weight if use_model else 0.0}
+    weights = settings.reader_weights_path or DEFAULT_WEIGHTS
+    # The shipped weights file may be absent (the code's defaults then); one named in the settings may not.
+    reader_cfg = load_weights(weights, **rest) if weights.is_file() or settings.reader_weights_path else ReaderConfig(**rest)
     judge_path = settings.judge_path or (DEFAULT_JUDGE_MODEL_READER if use_model else DEFAULT_JUDGE)
     reader = Reader(data, reader_cfg, sentence_model if use_model else None)
     return Pipeline(

@@ -10,10 +10,12 @@ abstention: that is the judge's job.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from rag import lang
 from rag.text import match_key
@@ -39,9 +41,26 @@ class SentenceModel(Protocol):
     def pair(self, sentence: str, title: str, previous: str) -> str: ...
 
 
+class Features(NamedTuple):
+    """What the ranking score of one sentence weighs; :meth:`ReaderConfig.weights` in the same order."""
+
+    dense: float  # cosine similarity of sentence and question
+    cover: float  # idf-weighted share of the question's words in the sentence
+    cover_context: float  # the same over the section title, the sentence before and the sentence
+    passage: float  # the passage's retrieval score as a share of the best passage's
+    heading: float  # 1 for headings and captions (no terminal punctuation): they state no fact
+    type_miss: float  # 1 when the question asks a number/date/reason/name the sentence lacks
+    echo: float  # how far the sentence only repeats the question (0..1)
+
+
+FEATURES = Features._fields
+WEIGHTS_FORMAT = 1
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "reader-weights.json"
+
+
 @dataclass(frozen=True, slots=True)
 class ReaderConfig:
-    """Sentence-score weights, tuned on the dev split (never on test)."""
+    """Sentence-score weights (``rag reader fit`` fits them on the dev split, never on test)."""
 
     dense: float = 0.30
     cover: float = 0.40
@@ -56,6 +75,49 @@ class ReaderConfig:
     model_candidates: int = 12  # the trained reader scores this many of the best rule candidates
     max_sentences: int = 2  # sentences an answer cites at most
     max_chars: int = 150  # the answer's length budget, for picking a second sentence
+
+    def weights(self) -> Features:
+        """The weights of :class:`Features` in the ranking score (penalties negative)."""
+        return Features(self.dense, self.cover * (1 - self.context), self.cover * self.context, self.passage,
+                        -self.heading, -self.type_miss, -self.echo)
+
+    @classmethod
+    def from_weights(cls, weights: Sequence[float], **rest: Any) -> ReaderConfig:
+        """The config whose :meth:`weights` are ``weights`` (the inverse of that method)."""
+        f = Features(*map(float, weights))
+        cover = f.cover + f.cover_context
+        return cls(dense=f.dense, cover=cover, passage=f.passage, heading=-f.heading, type_miss=-f.type_miss,
+                   echo=-f.echo, context=f.cover_context / cover if cover else 0.0, **rest)
+
+
+class ReaderWeightsError(RuntimeError):
+    """The reader's weights file is damaged or does not fit this reader."""
+
+
+def load_weights(path: Path, **rest: Any) -> ReaderConfig:
+    """The config with the weights of ``path`` (written by ``rag reader fit``) and ``rest``.
+
+    Raises:
+        ReaderWeightsError: unreadable, of another format, or naming other features.
+    """
+    fix = f"Run `rag reader fit --out {path}` to fit it again on the dev split."
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        weights = raw["weights"]
+        if raw.get("format") != WEIGHTS_FORMAT or set(weights) != set(FEATURES):
+            raise ReaderWeightsError(f"Reader weights {path} have format {raw.get('format')!r} and features "
+                                     f"{sorted(weights)}; expected format {WEIGHTS_FORMAT} and {list(FEATURES)}. {fix}")
+        return ReaderConfig.from_weights([float(weights[n]) for n in FEATURES], **rest)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ReaderWeightsError(f"Reader weights {path} cannot be read ({exc}). {fix}") from exc
+
+
+def save_weights(path: Path, weights: dict[str, float], info: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": WEIGHTS_FORMAT, "weights": weights, "info": info}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)  # a crash leaves the old file or the new one, never half of one
 
 
 def echo_pattern(query: Query) -> re.Pattern[str] | None:
@@ -81,12 +143,16 @@ class Reader:
         self.config = config or ReaderConfig()
         self.model = model
         self._sentence_keys = [match_key(s.text) for s in data.sentences]
-        # What a sentence leaves implicit is often in its section title or the sentence before.
+        # What a sentence leaves implicit is often in its section title or the sentence before;
+        # not when the one before is an item of a list in semicolons ("A主攻X；B主攻Y；"): each
+        # item names its own subject, and would borrow the attribute of the one before.
+        sents = data.sentences
         self._context_keys = [
             match_key(s.title)
-            + (self._sentence_keys[i - 1] if i and data.sentences[i - 1].doc_id == s.doc_id else "")
+            + (self._sentence_keys[i - 1] if i and sents[i - 1].doc_id == s.doc_id
+               and not sents[i - 1].text.endswith(lang.LIST_ITEM_END) else "")
             + self._sentence_keys[i]
-            for i, s in enumerate(data.sentences)
+            for i, s in enumerate(sents)
         ]
 
     def coverage(self, query: Query, text_key: str) -> float:
@@ -106,14 +172,14 @@ class Reader:
                 found += w * sum(s in text_key for s in subs) / len(subs)
         return found / total if total else 0.0
 
-    def read(self, query: Query, hits: Sequence[Hit]) -> list[Candidate]:
-        """Every sentence of the hits as a candidate, best first."""
+    def features(self, query: Query, hits: Sequence[Hit]) -> list[tuple[Sentence, Hit, float, float, Features]]:
+        """Every sentence of the hits (each once), with its dense similarities (without and with
+        the chat context) and the values the ranking score weighs (see :data:`FEATURES`)."""
         if not hits:
             return []
-        c = self.config
         top = hits[0].score or 1.0
         sents = self.data.sentences
-        out: list[Candidate] = []
+        out: list[tuple[Sentence, Hit, float, float, Features]] = []
         seen: set[int] = set()
         question = query.text
         value = lang.value_check(question)
@@ -132,21 +198,26 @@ class Reader:
             for sid, d, dc in zip(ids, dense, with_context, strict=True):
                 sent = sents[sid]
                 key = self._sentence_keys[sid]
-                cover = self.coverage(query, key)
-                if c.context:
-                    cover = (1 - c.context) * cover + c.context * self.coverage(query, self._context_keys[sid])
-                score = c.dense * float(d) + c.cover * cover + c.passage * passage
-                if not sent.text.endswith(lang.TERMINAL):
-                    score -= c.heading
-                if lang.lacks_value(value, sent.text) or (asks_reason and not lang.HAS_REASON.search(sent.text)) or (
-                    asks_name and not lang.HAS_NAME.search(sent.text)
-                ):
-                    score -= c.type_miss
-                score -= c.echo * max(0.0, 0.3 - novelty(key, echo)) / 0.3
-                out.append(Candidate(sent, hit, score, cover, float(d), float(dc)))
+                misses = lang.lacks_value(value, sent.text) or (asks_reason and not lang.HAS_REASON.search(sent.text)) or (
+                    asks_name and not lang.HAS_NAME.search(sent.text))
+                out.append((sent, hit, float(d), float(dc), Features(
+                    float(d), self.coverage(query, key), self.coverage(query, self._context_keys[sid]), passage,
+                    float(not sent.text.endswith(lang.TERMINAL)), float(misses),
+                    max(0.0, 0.3 - novelty(key, echo)) / 0.3)))
+        return out
+
+    def read(self, query: Query, hits: Sequence[Hit]) -> list[Candidate]:
+        """Every sentence of the hits as a candidate, best first."""
+        c = self.config
+        weights = c.weights()
+        out = [
+            Candidate(sent, hit, sum(w * v for w, v in zip(weights, f, strict=True)),
+                      (1 - c.context) * f.cover + c.context * f.cover_context, d, dc)
+            for sent, hit, d, dc, f in self.features(query, hits)
+        ]
         out.sort(key=lambda s: -s.score)
         if self.model is not None:
-            out = self._with_model(question, out)
+            out = self._with_model(query.text, out)
         return out
 
     def _with_model(self, question: str, candidates: list[Candidate]) -> list[Candidate]:

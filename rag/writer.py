@@ -181,6 +181,8 @@ class ExtractiveWriter:
             if pos >= 0:
                 names.append((pos, word))
         spots = [m.start() for w, _s, wt in query.terms if wt >= 1.0 for m in re.finditer(re.escape(w), low)]
+        # The question's words may stand in the sentence only in part ("半导体产业" as "半导体等产业").
+        spots = spots or [m.start() for p in pieces for m in re.finditer(re.escape(p), low)]
         if not names or not spots:
             return None
         # The name closest to where the question's words stand in the sentence.
