@@ -30,6 +30,9 @@ NAME_SUFFIX = re.compile(
     r"(?:公司|集团|平台|小镇|谷|园|港|新区|开发区|保税区|高新区|协同区|中心|基地|实验室|研究院|大学|学院|医院|"
     r"联合会|协会|工会|街道|社区|村|县|镇|市)$"
 )
+# What may follow the first word of a name up to its suffix ("西湖" + "科技园"): no 的, no copula,
+# no question word.
+NAME_GROWTH = re.compile(r"(?:(?![的是哪谁几何]|什么|多少)[\u4e00-\u9fffA-Za-z0-9]){0,16}?(?:区|园|港|谷|城|公司|集团|平台|基地|中心|县|市|镇)")
 # What is left of a name without its suffix must name something: "有限公司" alone does not.
 GENERIC_STEM = re.compile(r"^(?:股份)?有限$|^股份$|^[^\u4e00-\u9fff]*$")
 NUMERIC = re.compile(r"[\d一二三四五六七八九十百千万亿两]")

@@ -88,8 +88,9 @@ class QueryBuilder:
                     continue
                 # Grow over a zone or organisation suffix right after the name.
                 end = start + len(word)
-                # Not across 的: "西湖科技园的核心区" is a part of the subject, not its name.
-                m = re.match(r"(?:(?!的)[\u4e00-\u9fffA-Za-z0-9]){0,16}?(?:区|园|港|谷|城|公司|集团|平台|基地|中心|县|市|镇)", text[end:])
+                # Not across 的 ("西湖科技园的核心区" is a part of the subject, not its name), nor
+                # across the copula or a question word: "中欣晶圆是哪天落户钱塘新区的" names 中欣晶圆.
+                m = re.match(lang.NAME_GROWTH, text[end:])
                 if m:
                     end += m.end()
                 return question[start:end] if len(question) == len(text) else text[start:end]

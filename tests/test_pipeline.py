@@ -67,6 +67,13 @@ def test_follow_up_names_the_previous_questions_subject(service):
     assert answer.rewritten and answer.question.startswith("杭州综合保税区")
 
 
+def test_follow_up_subject_is_a_name_not_a_clause_of_the_previous_question(service):
+    # "上市" ends like a city's name (市): the subject must not grow across 是 or a question word.
+    q1 = "米奥会展是什么时候在创业板上市的？"
+    answer = service.chat([Turn("user", q1), Turn("assistant", service.ask(q1).text), Turn("user", "它的总部在哪个区？")])
+    assert answer.rewritten and answer.question == "米奥会展的总部在哪个区？"
+
+
 def test_rewritten_follow_up_reads_as_the_standalone_question(service):
     """Once it names its subject, a follow-up retrieves and is read as the standalone question;
     the earlier turn only adds down-weighted keywords."""
