@@ -240,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     et.add_argument("--out", type=Path, default=None, help="default: models/embedder (RAG_TUNED_DIR)")
     et.add_argument("--epochs", type=int, default=None, help="passes over the questions (default: EmbedTrainConfig's)")
     et.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    et.add_argument("--negatives", type=int, default=None, help="hard negatives per question (default 1)")
     et.set_defaults(func=_cmd_embed_train)
 
     reader = sub.add_parser("reader", help="the trained sentence reader")

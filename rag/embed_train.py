@@ -43,6 +43,7 @@ class EmbedTrainConfig:
     batch: int = 32
     seed: int = 0
     neighbours: int = 3  # hard negatives come from this many sentences either side of the answer
+    negatives: int = 1  # hard negatives per question (fewer when fewer neighbours lack the answer)
     scale: float = 20.0  # cosine similarities times this are the logits of the contrastive loss
     threads: int = 2
 
@@ -51,7 +52,7 @@ class EmbedTrainConfig:
 class Triplet:
     question: str
     positive: str  # the sentence that answers
-    negative: str  # a sentence near it that does not
+    negatives: tuple[str, ...]  # sentences near it that do not
 
 
 def load_rows(path: Path = QUESTIONS_FILE) -> list[dict[str, Any]]:
@@ -60,7 +61,8 @@ def load_rows(path: Path = QUESTIONS_FILE) -> list[dict[str, Any]]:
     return [r for r in rows if r.get("answer")]
 
 
-def triplets(settings: Settings, rows: list[dict[str, Any]], seed: int, neighbours: int) -> list[Triplet]:
+def triplets(settings: Settings, rows: list[dict[str, Any]], seed: int, neighbours: int,
+             negatives: int = 1) -> list[Triplet]:
     """Each question with the corpus sentence holding its evidence and a neighbour without its answer.
 
     Raises:
@@ -86,7 +88,9 @@ def triplets(settings: Settings, rows: list[dict[str, Any]], seed: int, neighbou
         near = [sents[i].text for i in range(max(0, found - neighbours), min(len(sents), found + neighbours + 1))
                 if i != found and row["answer"] not in sents[i].text]
         if near:
-            out.append(Triplet(row["question"], sents[found].text, rng.choice(near)))
+            # One negative is drawn as before there could be more, so the shipped weights reproduce.
+            picked = (rng.choice(near),) if negatives == 1 else tuple(rng.sample(near, min(negatives, len(near))))
+            out.append(Triplet(row["question"], sents[found].text, picked))
     if not out:
         raise ValueError(f"None of the questions in {QUESTIONS_FILE} matched a sentence of {settings.corpus_dir}.")
     return out
@@ -111,7 +115,7 @@ def train(settings: Settings, out: Path, cfg: EmbedTrainConfig | None = None, pr
     cfg = cfg or EmbedTrainConfig()
     t0 = time.perf_counter()
     base = settings.base_model_path()
-    items = triplets(settings, rows if rows is not None else load_rows(), cfg.seed, cfg.neighbours)
+    items = triplets(settings, rows if rows is not None else load_rows(), cfg.seed, cfg.neighbours, cfg.negatives)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -135,7 +139,7 @@ def train(settings: Settings, out: Path, cfg: EmbedTrainConfig | None = None, pr
                 q = encode([t.question for t in batch])
                 # Each question's positive is its own sentence; every other sentence of the
                 # batch, and every hard negative, is a negative.
-                d = encode([t.positive for t in batch] + [t.negative for t in batch])
+                d = encode([t.positive for t in batch] + [n for t in batch for n in t.negatives])
                 loss = F.cross_entropy(q @ d.T * cfg.scale, torch.arange(len(batch)))
                 opt.zero_grad()
                 loss.backward()
@@ -169,7 +173,7 @@ def run_embed_train_command(args: Any, settings: Settings) -> int:
     """``rag embed train``: tune the embedder and write it where RAG_EMBEDDER=tuned reads it."""
     out = args.out or settings.tuned_model_dir()
     # Only what the command line sets; the rest (and the defaults) are EmbedTrainConfig's.
-    cfg = EmbedTrainConfig(**{k: v for k in ("epochs", "seed") if (v := getattr(args, k)) is not None})
+    cfg = EmbedTrainConfig(**{k: v for k in ("epochs", "seed", "negatives") if (v := getattr(args, k, None)) is not None})
     manifest = train(settings, out, cfg)
     print(f"Tuned embedder written to {out}: {manifest['examples']} questions, {cfg.epochs} epochs, "
           f"{manifest['train_seconds']} s (loss per epoch {manifest['loss_per_epoch']}).")

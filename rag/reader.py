@@ -113,6 +113,7 @@ def load_weights(path: Path, **rest: Any) -> ReaderConfig:
 
 
 def save_weights(path: Path, weights: dict[str, float], info: dict[str, Any]) -> None:
+    """Write the weights file :func:`load_weights` reads, with ``info`` on how they were fitted."""
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": WEIGHTS_FORMAT, "weights": weights, "info": info}
     tmp = path.with_suffix(".tmp")

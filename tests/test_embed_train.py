@@ -37,11 +37,22 @@ def test_tuned_model_separates_answers_from_their_neighbours_better_than_the_bas
 
     def margin(path) -> float:
         model = SentenceTransformer(str(path), device="cpu")
-        q, p, n = (model.encode([getattr(t, f) for t in items], normalize_embeddings=True)
-                   for f in ("question", "positive", "negative"))
+        q, p, n = (model.encode(texts, normalize_embeddings=True)
+                   for texts in ([t.question for t in items], [t.positive for t in items], [t.negatives[0] for t in items]))
         return float(np.mean((q * p).sum(1) - (q * n).sum(1)))
 
     assert margin(settings.resolved_model_path()) > margin(settings.base_model_path()) + 0.02
+
+
+def test_hard_negatives_are_neighbours_without_the_answer(settings):
+    rows = [r for r in load_rows() if r.get("answer")][:40]
+    one, three = triplets(settings, rows, 0, 3), triplets(settings, rows, 0, 3, negatives=3)
+    assert [t.question for t in one] == [t.question for t in three]
+    assert all(len(t.negatives) == 1 for t in one) and max(len(t.negatives) for t in three) == 3
+    answers = {r["question"]: r["answer"] for r in rows}
+    for t in three:
+        assert len(set(t.negatives)) == len(t.negatives) and t.positive not in t.negatives
+        assert all(answers[t.question] not in n for n in t.negatives)
 
 
 def test_missing_tuned_model_names_the_commands(settings, tmp_path):
