@@ -15,14 +15,19 @@ import re
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rag.config import Settings
 from rag.lang import MARKER
 from rag.text import match_key
+
+if TYPE_CHECKING:
+    from rag.pipeline import Pipeline
+    from rag.reader import Group
+    from rag.types import Candidate, Hit, Query
 
 TYPES = ("entity", "number", "date", "list", "reason", "paraphrase", "unanswerable")
 SPLITS = ("dev", "test", "all")
@@ -563,17 +568,25 @@ class JudgeRow:
     correct: bool  # the answer given when nothing abstains holds a gold answer
 
 
-def collect_judge_rows(settings: Settings, items: Sequence[GoldItem], dialogues: Sequence[ChatDialogue],
-                       progress: Callable[[Iterable[Any]], Iterable[Any]] = lambda x: x) -> list[JudgeRow]:
-    """Run every question (and chat turn) through the stages with nothing abstaining,
-    and keep the judge's signals with whether the answer was right."""
+@dataclass(frozen=True, slots=True)
+class DevTurn:
+    """One question (or chat turn) as the stages saw it, answered with nothing abstaining."""
+
+    item: GoldItem
+    query: Query
+    hits: list[Hit]
+    candidates: list[Candidate]
+    groups: list[Group]  # empty when nothing was found
+    lead: str
+    answer: str
+
+
+def dev_pipeline(settings: Settings) -> Pipeline:
+    """The stages over the built index, with the trained reader when the settings ask for it."""
     from rag.embedding import weights_fingerprint
     from rag.index import load_index
     from rag.pipeline import build_pipeline, reader_settings
-    from rag.query import Turn
-    from rag.reader import group_text
     from rag.service import RagService
-    from rag.types import Verdict
 
     service = RagService(settings)
     service.embedder.warm_up()
@@ -585,32 +598,59 @@ def collect_judge_rows(settings: Settings, items: Sequence[GoldItem], dialogues:
 
         model = CrossEncoderReader(reader_dir)
         model.warm_up()
-    pipe = build_pipeline(settings, data, service.encoder.encode_many, model)
-    rows: list[JudgeRow] = []
+    return build_pipeline(settings, data, service.encoder.encode_many, model)
 
-    def one(turns: list[Turn], item: GoldItem) -> str:
+
+def load_dev(gold: Sequence[Path] = (Path("eval/gold.jsonl"),),
+             chat: Path = Path("eval/chat_gold.jsonl")) -> tuple[list[GoldItem], list[ChatDialogue]]:
+    """The dev split's questions and dialogues (what `rag judge fit` and `rag reader fit` fit on)."""
+    items = [i for i in load_gold(gold) if i.split == "dev"]
+    dialogues = [d for d in load_chat(chat) if d.split == "dev"] if chat.is_file() else []
+    return items, dialogues
+
+
+def answer_unjudged(pipe: Pipeline, items: Sequence[GoldItem], dialogues: Sequence[ChatDialogue],
+                    progress: Callable[[Iterable[Any]], Iterable[Any]] = lambda x: x) -> Iterator[DevTurn]:
+    """Every question, then every chat turn after the answers to the turns before it, through
+    the stages with nothing abstaining (the judge is not asked)."""
+    from rag.query import Turn
+    from rag.reader import group_text
+    from rag.types import Verdict
+
+    def one(turns: list[Turn], item: GoldItem) -> DevTurn:
         query = pipe.queries.from_turns(turns)
         hits = pipe.retrieve(query, pipe.answer_passages)
         candidates = pipe.reader.read(query, hits)
         groups = pipe.reader.pick(candidates)
         if not groups:
-            rows.append(JudgeRow(item.id, {}, item.answerable, False))
-            return ""
+            return DevTurn(item, query, hits, candidates, [], "", "")
         lead = pipe.writer.lead(query, group_text(groups[0])) or ""
-        signals = pipe.judge.signals(query, hits, candidates, groups, lead)
-        answer = pipe.writer.write(query, Verdict(True, 1.0), groups, hits, lead)
-        correct = item.answerable and any(has_answer(answer.text, a) for a in item.answers)
-        rows.append(JudgeRow(item.id, signals, item.answerable, correct))
-        return answer.text
+        answer = pipe.writer.write(query, Verdict(True, 1.0), groups, hits, lead).text
+        return DevTurn(item, query, hits, candidates, groups, lead, answer)
 
     for item in progress(items):
-        one([Turn("user", item.question)], item)
+        yield one([Turn("user", item.question)], item)
     for dialogue in progress(dialogues):
         turns: list[Turn] = []
         for turn in dialogue.turns:
             turns.append(Turn("user", turn.question))
-            turns.append(Turn("assistant", one(list(turns), turn)))
-    return [r for r in rows if r.signals]
+            done = one(list(turns), turn)
+            turns.append(Turn("assistant", done.answer))
+            yield done
+
+
+def collect_judge_rows(settings: Settings, items: Sequence[GoldItem], dialogues: Sequence[ChatDialogue],
+                       progress: Callable[[Iterable[Any]], Iterable[Any]] = lambda x: x) -> list[JudgeRow]:
+    """Run every question (and chat turn) through the stages with nothing abstaining,
+    and keep the judge's signals with whether the answer was right."""
+    pipe = dev_pipeline(settings)
+    rows: list[JudgeRow] = []
+    for t in answer_unjudged(pipe, items, dialogues, progress):
+        if t.groups:
+            signals = pipe.judge.signals(t.query, t.hits, t.candidates, t.groups, t.lead)
+            correct = t.item.answerable and any(has_answer(t.answer, a) for a in t.item.answers)
+            rows.append(JudgeRow(t.item.id, signals, t.item.answerable, correct))
+    return rows
 
 
 def run_judge_fit_command(args: Any, settings: Settings) -> int:
@@ -628,9 +668,8 @@ def run_judge_fit_command(args: Any, settings: Settings) -> int:
         args.out = DEFAULT_JUDGE_MODEL_READER if args.reader == "model" else DEFAULT_JUDGE
     settings = settings.model_copy(update={"reader": args.reader})
     gold = args.gold or [Path("eval/gold.jsonl")]
-    items = [i for i in load_gold(gold) if i.split == "dev"]
     chat_path = args.chat or Path("eval/chat_gold.jsonl")
-    dialogues = [d for d in load_chat(chat_path) if d.split == "dev"] if chat_path.is_file() else []
+    items, dialogues = load_dev(gold, chat_path)
     rows = collect_judge_rows(settings, items, dialogues, lambda x: tqdm(x, desc="dev", unit="q"))
     signals = [r.signals for r in rows]
     correct = [r.correct for r in rows]

@@ -89,7 +89,7 @@ class QueryBuilder:
                 # Grow over a zone or organisation suffix right after the name.
                 end = start + len(word)
                 # Not across 的 ("西湖科技园的核心区" is a part of the subject, not its name), nor
-                # across the copula or a question word: "中欣晶圆是哪天落户钱塘新区的" names 中欣晶圆.
+                # across the copula or a question word: "米奥会展是什么时候在创业板上市的" names 米奥会展.
                 m = re.match(lang.NAME_GROWTH, text[end:])
                 if m:
                     end += m.end()

@@ -173,14 +173,14 @@ class Reader:
                 found += w * sum(s in text_key for s in subs) / len(subs)
         return found / total if total else 0.0
 
-    def features(self, query: Query, hits: Sequence[Hit]) -> list[tuple[Sentence, Hit, float, float, Features]]:
-        """Every sentence of the hits (each once), with its dense similarities (without and with
-        the chat context) and the values the ranking score weighs (see :data:`FEATURES`)."""
+    def features(self, query: Query, hits: Sequence[Hit]) -> list[tuple[Sentence, Hit, float, Features]]:
+        """Every sentence of the hits (each once), with its similarity to the question with its
+        chat context and the values the ranking score weighs (see :data:`FEATURES`)."""
         if not hits:
             return []
         top = hits[0].score or 1.0
         sents = self.data.sentences
-        out: list[tuple[Sentence, Hit, float, float, Features]] = []
+        out: list[tuple[Sentence, Hit, float, Features]] = []
         seen: set[int] = set()
         question = query.text
         value = lang.value_check(question)
@@ -201,7 +201,7 @@ class Reader:
                 key = self._sentence_keys[sid]
                 misses = lang.lacks_value(value, sent.text) or (asks_reason and not lang.HAS_REASON.search(sent.text)) or (
                     asks_name and not lang.HAS_NAME.search(sent.text))
-                out.append((sent, hit, float(d), float(dc), Features(
+                out.append((sent, hit, float(dc), Features(
                     float(d), self.coverage(query, key), self.coverage(query, self._context_keys[sid]), passage,
                     float(not sent.text.endswith(lang.TERMINAL)), float(misses),
                     max(0.0, 0.3 - novelty(key, echo)) / 0.3)))
@@ -213,8 +213,8 @@ class Reader:
         weights = c.weights()
         out = [
             Candidate(sent, hit, sum(w * v for w, v in zip(weights, f, strict=True)),
-                      (1 - c.context) * f.cover + c.context * f.cover_context, d, dc)
-            for sent, hit, d, dc, f in self.features(query, hits)
+                      (1 - c.context) * f.cover + c.context * f.cover_context, f.dense, dc)
+            for sent, hit, dc, f in self.features(query, hits)
         ]
         out.sort(key=lambda s: -s.score)
         if self.model is not None:

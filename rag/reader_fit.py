@@ -92,11 +92,10 @@ def cross_validate(questions: Sequence[Question], prior: np.ndarray, seed: int =
     """Held-out hit rate of the prior and of each penalty strength (5 folds, seeded)."""
     order = list(range(len(questions)))
     random.Random(seed).shuffle(order)
-    folds = [order[i::FOLDS] for i in range(FOLDS)]
     hits: dict[str, int] = {"prior": 0, **{str(s): 0 for s in STRENGTHS}}
-    for fold in folds:
-        held = [questions[i] for i in fold]
-        train = [questions[i] for i in order if i not in set(fold)]
+    for k in range(FOLDS):
+        held = [questions[i] for i in order[k::FOLDS]]
+        train = [questions[i] for j, i in enumerate(order) if j % FOLDS != k]
         hits["prior"] += round(hit_rate(held, prior) * len(held))
         scaled = prior * temperature(train, prior)
         for s in STRENGTHS:
@@ -106,52 +105,26 @@ def cross_validate(questions: Sequence[Question], prior: np.ndarray, seed: int =
 
 def collect(settings: Settings, progress: Any = lambda x: x) -> list[Question]:
     """Every dev question and chat turn with gold evidence, through the shipped stages."""
-    from rag.embedding import weights_fingerprint
-    from rag.evaluation import cites_evidence, load_chat, load_gold
-    from rag.index import load_index
-    from rag.pipeline import build_pipeline
-    from rag.query import Turn
-    from rag.reader import group_text
-    from rag.service import RagService
-    from rag.types import Verdict
+    from rag.evaluation import answer_unjudged, cites_evidence, dev_pipeline, load_dev
 
-    service = RagService(settings)
-    service.embedder.warm_up()
-    data = load_index(settings, weights_fingerprint(service.embedder.model_path))
-    pipe = build_pipeline(settings, data, service.encoder.encode_many)
+    # The rule reader's weights are fitted, whatever reader the settings name.
+    pipe = dev_pipeline(settings.model_copy(update={"reader": "rules"}))
     pipe.warm_up()
     reader = pipe.reader
     # Fitted from the code's defaults, not from an earlier fit, so the command reproduces.
     reader.config = replace(ReaderConfig(), max_sentences=reader.config.max_sentences,
                             max_chars=reader.config.max_chars)
     out: list[Question] = []
-
-    def one(turns: list[Turn], item_id: str, evidence: str | None) -> str:
-        query = pipe.queries.from_turns(turns)
-        hits = pipe.retrieve(query, pipe.answer_passages)
-        rows = reader.features(query, hits)
-        if evidence and rows:
-            feats = np.array([list(f) for *_, f in rows], dtype=float)
-            # A candidate is right when what the answer would cite for it (with its context) holds the evidence.
-            positive = np.array([cites_evidence("".join(s.text for s in reader.span(sent)), evidence)
-                                 for sent, *_ in rows])
-            if positive.any() and not positive.all():
-                out.append(Question(item_id, feats, positive))
-        groups = reader.pick(reader.read(query, hits))
-        if not groups:
-            return ""
-        lead = pipe.writer.lead(query, group_text(groups[0])) or ""
-        return pipe.writer.write(query, Verdict(True, 1.0), groups, hits, lead).text
-
-    items = [i for i in load_gold([Path("eval/gold.jsonl")]) if i.split == "dev"]
-    for item in progress(items):
-        one([Turn("user", item.question)], item.id, item.evidence)
-    chat = Path("eval/chat_gold.jsonl")
-    for dialogue in progress([d for d in load_chat(chat) if d.split == "dev"] if chat.is_file() else []):
-        turns: list[Turn] = []
-        for turn in dialogue.turns:
-            turns.append(Turn("user", turn.question))
-            turns.append(Turn("assistant", one(list(turns), turn.id, turn.evidence)))
+    for t in answer_unjudged(pipe, *load_dev(), progress=progress):
+        rows = reader.features(t.query, t.hits) if t.item.evidence else []
+        if not rows:
+            continue
+        feats = np.array([list(f) for *_, f in rows], dtype=float)
+        # A candidate is right when what the answer would cite for it (with its context) holds the evidence.
+        positive = np.array([cites_evidence("".join(s.text for s in reader.span(sent)), t.item.evidence)
+                             for sent, *_ in rows])
+        if positive.any() and not positive.all():
+            out.append(Question(t.item.id, feats, positive))
     return out
 
 
