@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     fusion: Literal["rrf", "weighted"] = "weighted"
     rrf_k: int = Field(60, ge=1)
     keyword_weight: float = Field(0.5, ge=0.0, le=1.0)  # dense weight is 1 - this
+    # A follow-up's answer is usually a few sentences from the previous one: passages within
+    # this many sentences of what the previous answer cited gain this share of the top score.
+    follow_up_window: int = Field(3, ge=0, le=50)
+    follow_up_bonus: float = Field(0.2, ge=0.0, le=1.0)
     default_top_k: int = Field(5, ge=1, le=50)
     max_top_k: int = Field(20, ge=1, le=100)
 

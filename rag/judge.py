@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rag import lang
+from rag.aliases import with_aliases
 from rag.reader import group_text
 from rag.text import match_key, normalize_width
 from rag.types import Candidate, Hit, Query, Sentence, Verdict
@@ -234,7 +235,7 @@ class Judge:
         (its idf as a share of the largest): a near-miss names the right thing and asks
         about something the passage never mentions."""
         kw = self.data.keyword
-        passage = match_key(hit.chunk.title + hit.chunk.text)
+        passage = with_aliases(match_key(hit.chunk.title + hit.chunk.text), query.aliases)
         top = kw.token_idf("\0") or 1.0  # an unseen word has the largest idf
         missing = [kw.token_idf(word) for word, _, weight in query.terms
                    if weight >= 1.0 and len(word) >= 2 and word not in passage]
@@ -273,10 +274,13 @@ class Judge:
 
 
 def choose_threshold(probs: Sequence[float], answerable: Sequence[bool], max_false: float) -> float:
-    """The highest threshold that declines at most ``max_false`` of the answerable questions.
+    """The threshold that declines the most unanswerable questions while declining at most
+    ``max_false`` of the answerable ones, and of those the lowest.
 
     A higher threshold declines more unanswerable questions; the false-abstention
-    budget (answerable questions declined) is what bounds it.
+    budget (answerable questions declined) bounds it. Within that bound, raising the
+    threshold past the last unanswerable question it declines only declines answerable
+    ones: the threshold stops just above that question.
     """
     ans = sorted(p for p, a in zip(probs, answerable, strict=True) if a)
     if not ans:
@@ -284,10 +288,13 @@ def choose_threshold(probs: Sequence[float], answerable: Sequence[bool], max_fal
     allowed = int(max_false * len(ans) + 1e-9)  # answerable questions that may fall below
     if allowed >= len(ans):
         return 1.0
-    keep = ans[allowed]  # the lowest answerable probability still answered
-    # Midway to the next probability below it, so the threshold stays off the data.
-    below = [p for p in probs if p < keep]
-    return (max(below) + keep) / 2 if below else keep / 2
+    keep = ans[allowed]  # the lowest answerable probability that must still be answered
+    declined = [p for p, a in zip(probs, answerable, strict=True) if not a and p < keep]
+    # Midway between the last unanswerable question declined and the next probability above
+    # it, so the threshold stays off the data.
+    last = max(declined, default=min(probs) / 2)
+    above = min((p for p in probs if p > last), default=keep)
+    return (last + above) / 2
 
 
 def expected_calibration_error(probs: Sequence[float], labels: Sequence[bool], bins: int = 10) -> float:

@@ -10,6 +10,7 @@ particular article or question.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -60,6 +61,10 @@ ZONE_NAME = re.compile(
 ASKS_RATE = re.compile(r"百分之|百分比|百分点|增长率|增速|增幅|占比|比重|比例")
 RATE_VALUE = re.compile(rf"[\d{NUMERALS_}]+(?:\.\d+)?\s*(?:%|％|个百分点|成|倍)|百分之[{NUMERALS_}]+")
 HAS_NAME = re.compile(r"“[^”]{2,20}”|《[^》]{2,30}》|「[^」]{2,20}」")
+# Where something is: asked outright, or "X在哪里" when X is a name ("优势在哪里" asks what, not where).
+ASKS_LOCATION = re.compile(r"位于哪|坐落(?:在|于)?哪|(?:地点|位置)(?:是|在)|在哪个?(?:区|县|市|镇|街道|城市|省|位置|地方)|什么地方|什么位置")
+WHERE = re.compile(r"([\u4e00-\u9fffA-Za-z0-9]{2,16})在哪(?:里|儿)")
+PLACE_VERB = "位于"  # how the articles most often say where a thing is
 NUMERALS = "0-9一二三四五六七八九十百千万亿两半"
 HAS_DATE = re.compile(r"\d{4}\s*年|\d{1,2}\s*月|\d{1,2}\s*日|今年|去年|明年|年底|年初|上半年|下半年|季度")
 HAS_REASON = re.compile(r"因为|由于|原因|为了|所以|因此|从而|得益于|导致|使得|以便")
@@ -129,6 +134,14 @@ class ValueCheck(NamedTuple):
     pattern: re.Pattern[str]
     strip_dates: bool  # dates are removed before matching (a quantity that is not a date)
     kind: str  # unit, date, rate, ordinal or number
+
+
+def asks_place(question: str, is_name: Callable[[str], bool]) -> bool:
+    """Whether the question asks where something is; ``is_name`` tells a name from a common word."""
+    if ASKS_LOCATION.search(question):
+        return True
+    m = WHERE.search(question)
+    return m is not None and is_name(m.group(1))
 
 
 @lru_cache(maxsize=4096)  # the reader, the judge and the writer each ask it of one question

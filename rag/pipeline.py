@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rag.aliases import mine_aliases
 from rag.judge import DEFAULT_JUDGE, DEFAULT_JUDGE_MODEL_READER, Judge, JudgeConfig
 from rag.query import QueryBuilder, QueryConfig, Turn
 from rag.reader import DEFAULT_WEIGHTS, Reader, ReaderConfig, group_text, load_weights
@@ -88,7 +89,8 @@ def build_pipeline(
     judge_path = settings.judge_path or (DEFAULT_JUDGE_MODEL_READER if use_model else DEFAULT_JUDGE)
     reader = Reader(data, reader_cfg, sentence_model if use_model else None)
     return Pipeline(
-        QueryBuilder(data.tokenizer, encode_many, QueryConfig(max_question_chars=settings.max_question_chars)),
+        QueryBuilder(data.tokenizer, encode_many, QueryConfig(max_question_chars=settings.max_question_chars),
+                     mine_aliases(d.text for d in data.documents.values())),
         Retriever(data, settings),
         reader,
         Judge(data, JudgeConfig(judge_path, settings.abstain_threshold)),

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rag import lang
+from rag.aliases import Alias, mentions
 from rag.normalize import normalize_question, retrieval_text
 from rag.text import match_key, normalize_width
 from rag.types import Query
@@ -40,6 +41,8 @@ class QueryConfig:
     previous_question_weight: float = 0.6
     previous_answer_weight: float = 0.3
     previous_answer_chars: int = 120
+    place_verb_weight: float = 0.5  # 位于, for a question asking where something is
+    alias_weight: float = 1.0  # the other form of a declared short name, in keyword retrieval
     max_subject_chars: int = 16  # a lead longer than this is a sentence, not a subject
     max_question_chars: int = 1000  # the one limit on a question's length (RAG_MAX_QUESTION_CHARS)
 
@@ -52,10 +55,11 @@ class QueryBuilder:
     """Builds the :class:`Query` for a question and its history."""
 
     def __init__(self, tokenizer: Tokenizer, encode_many: Callable[[Sequence[str]], list[np.ndarray]],
-                 config: QueryConfig | None = None) -> None:
+                 config: QueryConfig | None = None, aliases: Sequence[Alias] = ()) -> None:
         self.tokenizer = tokenizer
         self.encode_many = encode_many
         self.config = config or QueryConfig()
+        self.aliases = tuple(aliases)
         self._user_words = frozenset(tokenizer.user_words)
 
     # --- follow-ups -----------------------------------------------------------------
@@ -96,18 +100,19 @@ class QueryBuilder:
                 return question[start:end] if len(question) == len(text) else text[start:end]
         return None
 
-    def rewrite(self, turns: Sequence[Turn]) -> tuple[str, bool, list[tuple[str, float]]]:
-        """The last user turn as a standalone question, whether it was rewritten, and the
-        earlier text (with weights) that steers retrieval for a follow-up."""
+    def rewrite(self, turns: Sequence[Turn]) -> tuple[str, bool, list[tuple[str, float]], str]:
+        """The last user turn as a standalone question, whether it was rewritten, the
+        earlier text (with weights) that steers retrieval for a follow-up, and the
+        previous answer a follow-up leans on."""
         question = turns[-1].content.strip()
         if not lang.is_follow_up(question):
-            return question, False, []
+            return question, False, [], ""
         users = [i for i, t in enumerate(turns[:-1]) if t.role == "user"]
         if not users:
-            return question, False, []
+            return question, False, [], ""
         last = users[-1]
         # The previous question, itself made standalone first.
-        previous, _, _ = self.rewrite(turns[: last + 1])
+        previous, _, _, _ = self.rewrite(turns[: last + 1])
         answer = next((t.content for t in turns[last + 1 : -1] if t.role == "assistant"), "")
         c = self.config
         context = [(previous, c.previous_question_weight)]
@@ -115,7 +120,8 @@ class QueryBuilder:
             context.append((_clean(answer)[: c.previous_answer_chars], c.previous_answer_weight))
         subject = self.subject(previous, answer)
         rewritten = self._substitute(question, previous, subject)
-        return rewritten, rewritten != question, context
+        near = "" if answer.startswith(lang.NOT_FOUND) else answer
+        return rewritten, rewritten != question, context, near
 
     def _substitute(self, question: str, previous: str, subject: str | None) -> str:
         """Put the subject where the follow-up points at it."""
@@ -142,11 +148,22 @@ class QueryBuilder:
     # --- building ---------------------------------------------------------------------
 
     def build(self, text: str, context: Sequence[tuple[str, float]] = (), asked: str = "",
-              rewritten: bool = False) -> Query:
+              rewritten: bool = False, near: str = "") -> Query:
         tok = self.tokenizer
         tokens: list[str] = []
         weights: list[float] = []
         terms: dict[str, tuple[str, tuple[str, ...], float]] = {}
+        aliases = mentions(text, self.aliases)
+        for alias in aliases:
+            # The form the question does not use finds the passages written with it.
+            for t in tok.tokenize(alias.other):
+                tokens.append(t)
+                weights.append(self.config.alias_weight)
+        if lang.asks_place(text, tok.names_something) and lang.PLACE_VERB not in text:
+            # "X在哪里" is answered by a sentence saying where X 位于.
+            tokens.append(lang.PLACE_VERB)
+            weights.append(self.config.place_verb_weight)
+            terms[lang.PLACE_VERB] = (lang.PLACE_VERB, (), self.config.place_verb_weight)
         for n, (piece, weight) in enumerate([(text, 1.0), *context]):
             for t in tok.tokenize(piece):
                 tokens.append(t)
@@ -163,9 +180,9 @@ class QueryBuilder:
             # lean on; sentences are scored against the current question alone.
             combined, focus = self.encode_many([f"{context[0][0]} {text}", text])
         else:
-            combined = focus = self.encode_many([text])[0]
+            combined = focus = self.encode_many([text + "".join(f"（{a.other}）" for a in aliases)])[0]
         return Query(text, tuple(tokens), tuple(weights), combined, tuple(terms.values()), focus,
-                     asked or text, rewritten)
+                     asked or text, rewritten, near, aliases)
 
     def from_text(self, raw: str) -> Query:
         """The Query for text typed on its own (a search).
@@ -194,5 +211,5 @@ class QueryBuilder:
         typed = normalize_question(turns[-1].content, self.config.max_question_chars)
         # Earlier turns are read in their retrieval form too; they are never rejected.
         normalised = [*(Turn(t.role, retrieval_text(t.content)) for t in turns[:-1]), Turn("user", typed.text)]
-        text, rewritten, context = self.rewrite(normalised)
-        return self.build(text, context, asked=typed.display, rewritten=rewritten)
+        text, rewritten, context, near = self.rewrite(normalised)
+        return self.build(text, context, asked=typed.display, rewritten=rewritten, near=near)

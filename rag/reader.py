@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from rag import lang
+from rag.aliases import with_aliases
 from rag.text import match_key
 from rag.types import Candidate, Hit, Query, Sentence
 
@@ -163,6 +164,7 @@ class Reader:
         of its sub-words that do (names are often shortened in the text).
         """
         kw = self.data.keyword
+        text_key = with_aliases(text_key, query.aliases)
         total = found = 0.0
         for word, subs, weight in query.terms:
             w = kw.token_idf(word) ** self.config.idf_power * weight

@@ -20,9 +20,13 @@ from collections.abc import Iterable
 
 from rag.config import Settings
 from rag.index import IndexData
+from rag.text import match_key
 from rag.types import Hit, Query
 
 MODES = ("hybrid", "keyword", "dense")
+# A cited sentence is found in an answer's text by its first this-many characters (match form):
+# enough to be unique, and the writer's trimming ("…") keeps them.
+CITED_PREFIX_CHARS = 12
 # Sentences searched per passage candidate: the best sentences of the top passages must come
 # back for their passages to score as a full scan would.
 SENTENCES_PER_CANDIDATE = 5
@@ -40,6 +44,7 @@ class Retriever:
             for sid in c.sent_ids:
                 owners.setdefault(sid, []).append(c.chunk_id)
         self._owners = owners
+        self._prefixes: dict[str, list[int]] | None = None  # built on the first follow-up
 
     def retrieve(self, query: Query, top_k: int, mode: str = "hybrid") -> list[Hit]:
         """Best ``top_k`` passages for the query.
@@ -61,6 +66,9 @@ class Retriever:
             all_dense = self.dense_scores(query, cands | ({i for i, _ in kw} if weighted else set()),
                                           passages, sentences)
             dn = sorted(((i, all_dense[i]) for i in cands), key=lambda p: (-p[1], p[0]))[:n]
+        near = self.near_passages(query.near) if query.near else set()
+        if near and weighted:
+            all_dense.update(self.dense_scores(query, near - set(all_dense), {}, {}))
         kw_rank = {i: r for r, (i, _) in enumerate(kw, start=1)}
         dn_rank = {i: r for r, (i, _) in enumerate(dn, start=1)}
         fused: dict[int, float] = {}
@@ -83,14 +91,50 @@ class Retriever:
             # Scaled by the dense candidates' range; a passage missing from the keyword list scores 0 there.
             floor = dn[-1][1] if dn else 0.0
             ceil = dn[0][1] if dn else 1.0
-            for i in set(kw_rank) | set(dn_rank):
+            for i in set(kw_rank) | set(dn_rank) | near:
                 k_part = kw_scores.get(i, 0.0) / (top_kw or 1.0)
                 d = all_dense[i]  # keyword-only hits too, from the same computation
                 d_part = (d - floor) / (ceil - floor) if ceil > floor else 1.0
                 fused[i] = w * k_part + (1 - w) * max(d_part, 0.0)
-        order = sorted(fused, key=lambda i: (-fused[i], i))[:top_k]
+        rank = dict(fused)
+        if near and fused:
+            # Where the conversation is: near passages join the candidates and rank higher (their
+            # scores, which the judge reads, stay what retrieval gave).
+            bonus = self.settings.follow_up_bonus * max(fused.values())
+            for i in near:
+                fused.setdefault(i, 0.0)
+                rank[i] = fused[i] + bonus
+        order = sorted(rank, key=lambda i: (-rank[i], i))[:top_k]
         chunks = self.data.chunks
         return [Hit(chunks[i], float(fused[i]), kw_rank.get(i), dn_rank.get(i)) for i in order]
+
+    def cited_sentences(self, answer: str) -> set[int]:
+        """Sentences of the index that ``answer`` quotes (found by their opening characters)."""
+        if self._prefixes is None:
+            prefixes: dict[str, list[int]] = {}
+            for s in self.data.sentences:
+                key = match_key(s.text)
+                if len(key) >= CITED_PREFIX_CHARS:
+                    prefixes.setdefault(key[:CITED_PREFIX_CHARS], []).append(s.sent_id)
+            self._prefixes = prefixes
+        key = match_key(answer)
+        found: set[int] = set()
+        for start in range(len(key) - CITED_PREFIX_CHARS + 1):
+            found.update(self._prefixes.get(key[start : start + CITED_PREFIX_CHARS], ()))
+        return found
+
+    def near_passages(self, answer: str) -> set[int]:
+        """Passages holding a sentence within ``follow_up_window`` sentences (same document)
+        of one ``answer`` cites."""
+        sentences = self.data.sentences
+        w = self.settings.follow_up_window
+        near: set[int] = set()
+        for sid in self.cited_sentences(answer):
+            doc = sentences[sid].doc_id
+            for other in range(max(sid - w, 0), min(sid + w + 1, len(sentences))):
+                if sentences[other].doc_id == doc:
+                    near.update(self._owners.get(other, ()))
+        return near
 
     def keyword(self, query: Query, k: int) -> list[tuple[int, float]]:
         return self.data.keyword.search(query.tokens, k, query.token_weights)

@@ -153,6 +153,7 @@ class Tokenizer:
 
     def __init__(self, user_words: Iterable[str] = ()) -> None:
         self.user_words = tuple(user_words)
+        self._user_set = frozenset(self.user_words)
         self._jieba = None
         self._proper: frozenset[str] | None = None
 
@@ -173,6 +174,11 @@ class Tokenizer:
         """Does jieba's dictionary tag ``word`` a proper noun (place, person, other name)?"""
         self.place_like("")
         return word in self._proper  # type: ignore[operator]
+
+    def names_something(self, text: str) -> bool:
+        """Does ``text`` end in a name: a corpus word (江东芯谷) or a proper noun by jieba's dictionary?"""
+        words = [w for w, _ in self.terms(text)]
+        return bool(words) and (words[-1] in self._user_set or self.is_proper(words[-1]))
 
     def place_like(self, word: str) -> bool:
         """Could ``word`` be a name: jieba's dictionary tags it a proper noun (place, person,

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rag.aliases import Mention
+
 
 @dataclass(frozen=True, slots=True)
 class Document:
@@ -115,6 +117,11 @@ class Query:
     focus_vector: np.ndarray | None = None
     asked: str = ""  # the user's text, for display; empty means ``text``
     rewritten: bool = False  # ``text`` is a follow-up rewritten from the history
+    # A follow-up's previous answer: passages near the sentences it cited are where the
+    # conversation is, and retrieval favours them.
+    near: str = ""
+    # Declared names (short, or long) the question mentions, with their other form.
+    aliases: tuple[Mention, ...] = ()
 
     @property
     def sentence_vector(self) -> np.ndarray:

@@ -88,10 +88,17 @@ def test_threshold_respects_the_false_abstention_budget():
     answerable = [True] * 50 + [False] * 4
     thr = choose_threshold(probs, answerable, 0.0)
     assert 0.4 < thr <= 0.5  # declines all four, withholds no answer
-    # A 4% budget lets two of the fifty fall below.
-    thr = choose_threshold(probs, answerable, 0.04)
-    assert 0.51 < thr <= 0.52
-    assert sum(p < thr for p, a in zip(probs, answerable, strict=True) if a) == 2
+    # A 4% budget lets two of the fifty fall below, but declining them declines no more
+    # unanswerable questions: the threshold stays below every answerable one.
+    assert 0.4 < choose_threshold(probs, answerable, 0.04) <= 0.5
+    # An unanswerable question among the answerable ones: the budget is spent to decline it,
+    # and no further.
+    thr = choose_threshold([*probs, 0.505], [*answerable, False], 0.04)
+    assert 0.505 < thr < 0.51
+    assert sum(p < thr for p, a in zip(probs, answerable, strict=True) if a) == 1
+    # Beyond the budget it is not spent.
+    thr = choose_threshold([*probs, 0.535], [*answerable, False], 0.04)
+    assert 0.4 < thr <= 0.5
 
 
 def test_calibration_error_and_auc():

@@ -60,6 +60,29 @@ def test_follow_up_is_rewritten_with_the_subject_of_the_previous_answer(service)
     assert not alone.rewritten and alone.question == "杭州综合保税区是什么时候获批设立的？"
 
 
+def test_where_follow_up_cites_where_the_subject_lies(service):
+    """The README's own follow-up: "它在哪里？" after the semiconductor question is answered by
+    the sentence saying where 江东芯谷 lies, not by a heading that only names it."""
+    first = service.ask(Q_ENTITY)
+    answer = service.chat([Turn("user", Q_ENTITY), Turn("assistant", first.text), Turn("user", "它在哪里？")])
+    assert answer.question == "江东芯谷在哪里？" and not answer.abstained
+    assert "位于" in answer.citations[0].text and answer.citations[0].text.endswith("。")
+
+
+@pytest.mark.parametrize(
+    ("question", "asks"),
+    [("江东芯谷在哪里？", True), ("投资之家设在什么地方？", True), ("它位于哪个街道？", True),
+     ("这套办法的优势在哪里？", False), ("鼎龙科技在哪个领域市场份额最大？", False), ("松下的新品在哪个展会亮相？", False)],
+)
+def test_place_questions_are_told_from_questions_that_only_say_where(service, question, asks):
+    from rag import lang
+
+    tok = service.require().data.tokenizer
+    assert lang.asks_place(question, tok.names_something) is asks
+    terms = [t[0] for t in service.require().pipeline.queries.from_text(question).terms]
+    assert (lang.PLACE_VERB in terms) is asks  # added when the question does not say it
+
+
 def test_follow_up_names_the_previous_questions_subject(service):
     q1 = "杭州综合保税区是什么时候获批设立的？"
     a1 = service.ask(q1)
