@@ -38,6 +38,15 @@ from rag.lang import lacks_value, value_check, year_conflict
         ("装机容量有多少MW的光伏？", "光伏装机200MW。", False),  # a Latin unit before 的
         ("该平台有多少成员单位？", "共有35家成员单位。", False),  # 成员 is no 成 (tenths)
         ("每年供应多少天然气？", "年供气3亿立方米。", False),  # 天然气 is no 天 (days)
+        # Money is answered in a currency; large sums often drop the 元.
+        ("园区去年投入了多少资金？", "园区去年新建了500多个充电桩。", True),
+        ("这个项目总投资多少？", "总投资约20亿，建设三条产线。", False),
+        ("这批设备价值多少？", "价值110万元的设备已运抵。", False),
+        ("学校为此花了多少钱？", "学校购置了小床180张。", True),
+        ("学校为此花了多少钱？", "学校投入近600万元。", False),
+        # A count of things invested in, or a change, is not a sum of money.
+        ("集团投资了多少个项目？", "集团共投资了12个项目。", False),
+        ("产值增长了多少？", "产值增长5.8%。", False),
     ],
 )
 def test_value_check(question, text, lacks):
