@@ -37,7 +37,7 @@ RULE_FEATURES = (
     "asks_entity", "has_lead", "person_miss", "zone_miss",
     # value_miss split by the kind of value asked: a missing date is a surer sign than a
     # missing count (counts are written in more ways than the patterns know).
-    "unit_miss", "date_miss", "number_miss", "missing_word",
+    "unit_miss", "date_miss", "number_miss", "missing_word", "money_miss",
 )
 MODEL_FEATURES = ("model_best", "model_max")
 # Candidate signal sets, from few to all; `rag judge fit` keeps the one whose cross-validated
@@ -47,8 +47,8 @@ FEATURE_SETS = {
     "core": ("confidence_rules", "value_miss", "unknown_place", "year_conflict", "person_miss", "zone_miss"),
     "compact": ("confidence_rules", "margin", "best_score", "value_miss", "unknown_place", "year_conflict",
                 "person_miss", "zone_miss", "asks_entity", "asks_value", "top_hit"),
-    "split": ("confidence_rules", "unit_miss", "date_miss", "number_miss", "missing_word", "unknown_place",
-              "year_conflict", "person_miss", "zone_miss"),
+    "split": ("confidence_rules", "unit_miss", "money_miss", "date_miss", "number_miss", "missing_word",
+              "unknown_place", "year_conflict", "person_miss", "zone_miss"),
     "all": RULE_FEATURES,
 }
 
@@ -207,6 +207,7 @@ class Judge:
             "best_coverage": best.coverage,
             "value_miss": float(value_miss),
             "unit_miss": float(kind == "unit"),
+            "money_miss": float(kind == "money"),
             "date_miss": float(kind == "date"),
             "number_miss": float(kind in ("number", "rate", "ordinal")),
             "missing_word": self.missing_word(query, best.hit),

@@ -143,7 +143,7 @@ class ValueCheck(NamedTuple):
 
     pattern: re.Pattern[str]
     strip_dates: bool  # dates are removed before matching (a quantity that is not a date)
-    kind: str  # unit, date, rate, ordinal or number
+    kind: str  # unit, money, date, rate, ordinal or number
 
 
 def asks_place(question: str, is_name: Callable[[str], bool]) -> bool:
@@ -169,7 +169,7 @@ def value_check(question: str) -> ValueCheck | None:
         pattern = re.compile(rf"[\d{NUMERALS}]\s*(?:多|余)?\s*(?:万亿|亿|万|千)?\s*(?:{unit})", re.IGNORECASE)
         return ValueCheck(pattern, False, "unit")
     if ASKS_MONEY.search(question) and not CHANGE.search(question) and not ASKS_DATE.search(question):
-        return ValueCheck(MONEY_VALUE, False, "unit")
+        return ValueCheck(MONEY_VALUE, False, "money")
     if ASKS_DATE.search(question):
         return ValueCheck(HAS_DATE, False, "date")
     if ASKS_RATE.search(question):
