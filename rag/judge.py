@@ -239,7 +239,7 @@ class Judge:
         passage = with_aliases(match_key(hit.chunk.title + hit.chunk.text), query.aliases)
         top = kw.token_idf("\0") or 1.0  # an unseen word has the largest idf
         missing = [kw.token_idf(word) for word, _, weight in query.terms
-                   if weight >= 1.0 and len(word) >= 2 and word not in passage]
+                   if weight >= 1.0 and len(word) >= 2 and not lang.contains_word(passage, word)]
         return max(missing, default=0.0) / top
 
     def _zone_miss(self, question: str, passage: str) -> bool:

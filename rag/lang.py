@@ -136,6 +136,10 @@ ASKS_FROM = re.compile(r"从|原来|原先|原本|之前|以前|[成造设革建
 # Openers and closers an elliptical follow-up wraps its new piece in ("那市级的呢？").
 ELLIPSIS_EDGES = re.compile(r"^(?:那么|那|还有|另外|此外|同时|以及|并且)[，,]?|的?呢?[？?。！!\s]*$")
 CJK_CHAR = re.compile(r"[\u4e00-\u9fff]")
+# A word this long or longer may abbreviate a longer name, skipping at most this many characters
+# between two of its own.
+ABBREVIATION_MIN_CHARS = 3
+ABBREVIATION_GAP = 3
 
 
 class ValueCheck(NamedTuple):
@@ -144,6 +148,25 @@ class ValueCheck(NamedTuple):
     pattern: re.Pattern[str]
     strip_dates: bool  # dates are removed before matching (a quantity that is not a date)
     kind: str  # unit, money, date, rate, ordinal or number
+
+
+@lru_cache(maxsize=4096)
+def abbreviation_of(word: str) -> re.Pattern[str] | None:
+    """What ``word`` abbreviates, if it may be an abbreviation: its characters in order with a few
+    between each within one clause ("综保区" in "综合保税区"). Short words are not: any two
+    characters occur in order somewhere."""
+    if len(word) < ABBREVIATION_MIN_CHARS or not CJK_CHAR.match(word):
+        return None
+    gap = f"[^，,。；;：:！？!?\\n]{{0,{ABBREVIATION_GAP}}}?"
+    return re.compile(re.escape(word[0]) + "".join(gap + re.escape(c) for c in word[1:]))
+
+
+def contains_word(text_key: str, word: str) -> bool:
+    """``word`` is in the text, or the text writes out in full what ``word`` abbreviates."""
+    if word in text_key:
+        return True
+    pattern = abbreviation_of(word)
+    return pattern is not None and pattern.search(text_key) is not None
 
 
 def asks_place(question: str, is_name: Callable[[str], bool]) -> bool:

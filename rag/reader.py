@@ -169,7 +169,7 @@ class Reader:
         for word, subs, weight in query.terms:
             w = kw.token_idf(word) ** self.config.idf_power * weight
             total += w
-            if word in text_key:
+            if lang.contains_word(text_key, word):
                 found += w
             elif subs:
                 found += w * sum(s in text_key for s in subs) / len(subs)

@@ -1,5 +1,6 @@
-"""Declared short names ("（以下简称“格林达”）") on the real corpus, and what they change in
-answering; and follow-up retrieval near what the previous answer cited (real index)."""
+"""Declared short names ("（以下简称“格林达”）") on the real corpus and what they change in
+answering; abbreviations found written out in full; and follow-up retrieval near what the
+previous answer cited (real index)."""
 
 from __future__ import annotations
 
@@ -90,3 +91,28 @@ def test_no_near_passages_after_an_abstention(service):
     query = builder.from_turns([Turn("user", "格林达的合作伙伴有哪些？"), Turn("assistant", lang.NOT_FOUND),
                                 Turn("user", "它的产品有哪些？")])
     assert query.near == ""
+
+
+@pytest.mark.parametrize(
+    ("word", "text", "found"),
+    [
+        ("综保区", "杭州综合保税区的企业", True),  # an abbreviation, written out in full
+        ("综保区", "综合，保税区", False),  # not across a clause
+        ("综保区", "综合服务与保险业务的园区", False),  # too far apart to be one name
+        ("保税", "保险税收", False),  # two characters in order say nothing
+        ("关区代码", "关区的代码", True),
+    ],
+)
+def test_a_word_is_found_written_out_in_full(word, text, found):
+    from rag import lang
+
+    assert lang.contains_word(text, word) is found
+
+
+def test_coverage_credits_an_abbreviation_as_its_full_name(service):
+    pipeline = service.require().pipeline
+    sentence = match_key("杭州综合保税区现规划面积约2.0平方公里。")
+    short = pipeline.queries.from_text("杭州综保区规划面积多大？")
+    full = pipeline.queries.from_text("杭州综合保税区规划面积多大？")
+    assert pipeline.reader.coverage(short, sentence) == pytest.approx(1.0)
+    assert pipeline.reader.coverage(full, sentence) == pytest.approx(1.0)
