@@ -601,6 +601,18 @@ def dev_pipeline(settings: Settings) -> Pipeline:
     return build_pipeline(settings, data, service.encoder.encode_many, model)
 
 
+# Questions written from the articles that neither the gold set nor the tuned embedder's training
+# used: the reader's weights are fitted on them, and the judge's threshold must hold on them too.
+HAND_WRITTEN = Path(__file__).resolve().parent / "data" / "extra_questions.jsonl"
+
+
+def load_questions(path: Path = HAND_WRITTEN) -> list[GoldItem]:
+    """Hand-written questions (``question``, ``answer``, ``evidence``, ``doc_id`` per line) as gold items."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [GoldItem(f"h-{i}", r["question"], (r["answer"],), r["evidence"], r.get("doc_id"), "hand-written", "dev")
+            for i, r in enumerate(rows) if r.get("answer") and r.get("evidence")]
+
+
 def load_dev(gold: Sequence[Path] = (Path("eval/gold.jsonl"),),
              chat: Path = Path("eval/chat_gold.jsonl")) -> tuple[list[GoldItem], list[ChatDialogue]]:
     """The dev split's questions and dialogues (what `rag judge fit` and `rag reader fit` fit on)."""
@@ -675,19 +687,24 @@ def run_judge_fit_command(args: Any, settings: Settings) -> int:
     correct = [r.correct for r in rows]
     answerable = [r.answerable for r in rows]
     with_model = reader_settings(settings)[0] == "model"
-    chosen, model, probs, tried = J.select_and_fit(signals, correct, answerable, with_model, args.max_false)
+    # The threshold must also hold on hand-written questions the judge is not fitted on.
+    questions: Path = args.questions or HAND_WRITTEN
+    held = collect_judge_rows(settings, load_questions(questions), [], lambda x: tqdm(x, desc="hand-written", unit="q"))
+    chosen, model, probs, tried = J.select_and_fit(signals, correct, answerable, with_model, args.max_false,
+                                                   [r.signals for r in held])
     figures = tried[chosen]
     kind, reader_dir = reader_settings(settings)
     info = {
         **model.info,
         "fitted_on": f"dev split of {', '.join(map(str, gold))} ({len(items)} questions) and {chat_path} "
                      f"({len(dialogues)} dev dialogues)",
+        "threshold_also_holds_on": f"{questions.name} ({len(held)} hand-written answerable questions, not fitted on)",
         "rows": len(rows), "data_sha256": J.data_hash(signals, correct),
         "reader": kind, "max_false_abstention": args.max_false,
         "cross_validated_dev": figures,
         "signal_set": chosen,
         "signal_sets_tried_cv": tried,
-        "command": f"rag judge fit --reader {kind} --out {args.out}",
+        "command": f"rag judge fit --reader {kind} --questions {questions} --out {args.out}",
     }
     model = J.JudgeModel(model.features, model.mean, model.scale, model.coef, model.intercept, model.threshold, info)
     model.save(args.out)

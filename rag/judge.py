@@ -14,7 +14,7 @@ import hashlib
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -274,27 +274,34 @@ class Judge:
 # --- fitting (rag judge fit) ---------------------------------------------------------------
 
 
-def choose_threshold(probs: Sequence[float], answerable: Sequence[bool], max_false: float) -> float:
+def choose_threshold(probs: Sequence[float], answerable: Sequence[bool], max_false: float,
+                     also_answerable: Sequence[float] = ()) -> float:
     """The threshold that declines the most unanswerable questions while declining at most
     ``max_false`` of the answerable ones, and of those the lowest.
 
     A higher threshold declines more unanswerable questions; the false-abstention
-    budget (answerable questions declined) bounds it. Within that bound, raising the
-    threshold past the last unanswerable question it declines only declines answerable
-    ones: the threshold stops just above that question.
+    budget (answerable questions declined) bounds it, on ``probs`` and, when given, on
+    ``also_answerable`` (probabilities of further answerable questions) each. Within that
+    bound, raising the threshold past the last unanswerable question it declines only
+    declines answerable ones: the threshold stops just above that question.
     """
     ans = sorted(p for p, a in zip(probs, answerable, strict=True) if a)
     if not ans:
         return 0.5
-    allowed = int(max_false * len(ans) + 1e-9)  # answerable questions that may fall below
-    if allowed >= len(ans):
+
+    def lowest_kept(values: list[float]) -> float:
+        allowed = int(max_false * len(values) + 1e-9)  # answerable questions that may fall below
+        return values[allowed] if allowed < len(values) else 1.0
+
+    # The lowest answerable probability that must still be answered.
+    keep = min(lowest_kept(ans), lowest_kept(sorted(also_answerable)) if also_answerable else 1.0)
+    if keep >= 1.0:
         return 1.0
-    keep = ans[allowed]  # the lowest answerable probability that must still be answered
     declined = [p for p, a in zip(probs, answerable, strict=True) if not a and p < keep]
     # Midway between the last unanswerable question declined and the next probability above
     # it, so the threshold stays off the data.
-    last = max(declined, default=min(probs) / 2)
-    above = min((p for p in probs if p > last), default=keep)
+    last = max(declined, default=min([*probs, *also_answerable]) / 2)
+    above = min((p for p in [*probs, *also_answerable] if p > last), default=keep)
     return (last + above) / 2
 
 
@@ -371,15 +378,29 @@ def fit(
 
 def select_and_fit(
     rows: Sequence[dict[str, float]], correct: Sequence[bool], answerable: Sequence[bool],
-    with_model: bool, max_false: float = 0.04,
+    with_model: bool, max_false: float = 0.04, also_answerable: Sequence[dict[str, float]] = (),
 ) -> tuple[str, JudgeModel, list[float], dict[str, dict[str, float | None]]]:
     """Fit every candidate signal set and keep the best by its cross-validated dev figures:
-    most unanswerable questions declined, then the better separation of right from wrong."""
+    most unanswerable questions declined, then the better separation of right from wrong.
+
+    ``also_answerable`` are the signals of further answerable questions the judge is not
+    fitted on (hand-written ones): the threshold must keep false abstention within
+    ``max_false`` on them as well as on the dev predictions, so a budget met on a small
+    dev split by luck does not decline more answers on questions it never saw.
+    """
     tried: dict[str, tuple[JudgeModel, list[float], dict[str, float | None]]] = {}
     for name, feats in FEATURE_SETS.items():
         feats = tuple(feats) + (MODEL_FEATURES if with_model else ())
         model, probs = fit(rows, correct, answerable, feats, max_false=max_false)
-        tried[name] = (model, probs, cv_figures(probs, correct, answerable, model.threshold))
+        extra = [model.probability(r) for r in also_answerable]
+        if extra:
+            threshold = choose_threshold(probs, answerable, max_false, extra)
+            model = replace(model, threshold=threshold)
+        figures = cv_figures(probs, correct, answerable, model.threshold)
+        if extra:
+            figures["also_answerable"] = len(extra)
+            figures["also_answerable_false_abstention"] = sum(p < model.threshold for p in extra) / len(extra)
+        tried[name] = (model, probs, figures)
 
     def key(name: str) -> tuple[float, float]:
         cv = tried[name][2]

@@ -157,3 +157,50 @@ def test_gold_type_is_any_label_for_the_breakdown(tmp_path):
         gold.write_text(json.dumps({"question": "面积多大？", "answers": ["2"], "type": bad}) + "\n")
         with pytest.raises(GoldFormatError, match="'type' must be a non-empty string"):
             load_gold([gold])
+
+
+def test_threshold_also_holds_on_answerable_questions_the_judge_was_not_fitted_on():
+    import random
+
+    from rag.judge import RULE_FEATURES, select_and_fit
+
+    rng = random.Random(0)
+
+    def row(conf: float) -> dict[str, float]:
+        return {**dict.fromkeys(RULE_FEATURES, 0.0), "confidence_rules": conf, "missing_word": rng.random()}
+
+    # Dev: answerable answers score 0.6-1.0, unanswerable ones 0.2-0.7.
+    answerable_conf = [0.6 + 0.4 * rng.random() for _ in range(150)]
+    unanswerable_conf = [0.2 + 0.5 * rng.random() for _ in range(40)]
+    rows = [row(c) for c in answerable_conf + unanswerable_conf]
+    correct = [True] * 150 + [False] * 40
+    answerable = correct
+    _, alone, _, _ = select_and_fit(rows, correct, answerable, False, 0.04)
+    # Further answerable questions score lower than dev's: the dev-only threshold would decline many.
+    held = [row(0.55 + 0.2 * rng.random()) for _ in range(100)]
+    declined_alone = sum(alone.probability(r) < alone.threshold for r in held) / len(held)
+    _, model, _, tried = select_and_fit(rows, correct, answerable, False, 0.04, held)
+    declined = sum(model.probability(r) < model.threshold for r in held) / len(held)
+    assert declined_alone > 0.04 >= declined
+    assert model.threshold < alone.threshold
+    assert all(t["also_answerable"] == 100 and t["also_answerable_false_abstention"] <= 0.04 for t in tried.values())
+
+
+def test_judge_fit_command_fits_on_dev_holds_on_hand_written_questions_and_refuses_test(tmp_path):
+    from rag.evaluation import HAND_WRITTEN
+    from rag.judge import JudgeModel
+
+    sample = tmp_path / "questions.jsonl"
+    sample.write_text("".join(HAND_WRITTEN.read_text(encoding="utf-8").splitlines(keepends=True)[:120]), encoding="utf-8")
+    out = tmp_path / "judge.json"
+    run = subprocess.run([RAG, "judge", "fit", "--questions", str(sample), "--out", str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    model = JudgeModel.load(out)
+    info = model.info
+    assert info["fitted_on"].startswith("dev split of") and info["threshold_also_holds_on"].startswith("questions.jsonl (")
+    cv = info["cross_validated_dev"]
+    assert cv["false_abstention"] <= 0.04 and cv["also_answerable_false_abstention"] <= 0.04
+    assert 0.0 < model.threshold < 1.0
+    refused = subprocess.run([RAG, "judge", "fit", "--split", "test", "--out", str(out)], capture_output=True, text=True)
+    assert refused.returncode == 1 and "dev split only" in refused.stderr
