@@ -248,11 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     reader = sub.add_parser("reader", help="the trained sentence reader")
     rsub = reader.add_subparsers(dest="reader_command", required=True)
-    rf = rsub.add_parser("fit", help="fit the sentence-score weights on hand-written questions (cross-validated), "
-                                     "checked on the dev split")
-    rf.add_argument("--questions", type=Path, default=None,
-                    help="hand-written questions the embedder did not train on; default rag/data/extra_questions.jsonl")
-    rf.add_argument("--split", default="dev", help="the held-out check: only dev (the test split is never read)")
+    rf = rsub.add_parser("fit", help="fit the sentence-score weights on the dev split (cross-validated)")
+    rf.add_argument("--split", default="dev", help="only dev: the test split is never fitted on")
     rf.add_argument("--out", type=Path, default=None, help="default: models/reader-weights.json")
     rf.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds")
     rf.set_defaults(func=_cmd_reader_fit)

@@ -1,18 +1,12 @@
-"""``rag reader fit``: the reader's sentence-score weights, fitted on hand-written questions.
+"""``rag reader fit``: the reader's sentence-score weights, fitted on the dev split.
 
-Owns collecting, for each question, the reader's features of every candidate
-sentence and whether citing it cites the evidence; the fit of the weights (a
-conditional logit: a softmax over one question's candidates, pulled towards the
-code's defaults by a penalty whose strength 5-fold cross-validation picks); and
-the weights file (``models/reader-weights.json``) that
-:func:`rag.pipeline.build_pipeline` reads.
-
-The weights are fitted on ``rag/data/extra_questions.jsonl``: questions written from
-the articles that the tuned embedder never trained on (on its own training
-questions its similarities are too good to weigh) and that the gold set never
-saw. The dev split of the gold set is the held-out check: the fitted weights are
-kept only when they rank the evidence first on dev at least as often as the
-defaults. The test split is never read here.
+Owns collecting, for every dev question and chat turn with gold evidence, the
+reader's features of each candidate sentence and whether citing it cites the
+evidence; the fit of the weights (a conditional logit: a softmax over one
+question's candidates, pulled towards the previous weights by a penalty whose
+strength 5-fold cross-validation picks, the previous weights themselves being
+one of the choices); and the weights file (``models/reader-weights.json``) that
+:func:`rag.pipeline.build_pipeline` reads. The test split is never read here.
 """
 
 from __future__ import annotations
@@ -109,14 +103,10 @@ def cross_validate(questions: Sequence[Question], prior: np.ndarray, seed: int =
     return {k: v / len(questions) for k, v in hits.items()}
 
 
-def collect(settings: Settings, items: Sequence[Any] | None = None, dialogues: Sequence[Any] = (),
-            progress: Any = lambda x: x) -> list[Question]:
-    """Every question (default: the dev split's questions and chat turns) with evidence, through the
-    shipped stages, as the reader's features of its candidates."""
+def collect(settings: Settings, progress: Any = lambda x: x) -> list[Question]:
+    """Every dev question and chat turn with gold evidence, through the shipped stages."""
     from rag.evaluation import answer_unjudged, cites_evidence, dev_pipeline, load_dev
 
-    if items is None:
-        items, dialogues = load_dev()
     # The rule reader's weights are fitted, whatever reader the settings name.
     pipe = dev_pipeline(settings.model_copy(update={"reader": "rules"}))
     pipe.warm_up()
@@ -125,7 +115,7 @@ def collect(settings: Settings, items: Sequence[Any] | None = None, dialogues: S
     reader.config = replace(ReaderConfig(), max_sentences=reader.config.max_sentences,
                             max_chars=reader.config.max_chars)
     out: list[Question] = []
-    for t in answer_unjudged(pipe, items, dialogues, progress=progress):
+    for t in answer_unjudged(pipe, *load_dev(), progress=progress):
         rows = reader.features(t.query, t.hits) if t.item.evidence else []
         if not rows:
             continue
@@ -148,46 +138,39 @@ def data_hash(questions: Sequence[Question]) -> str:
 
 
 def run_reader_fit_command(args: Any, settings: Settings) -> int:
-    """``rag reader fit``: fit the sentence-score weights on the hand-written questions, check them
-    on the dev split, and write them."""
+    """``rag reader fit``: fit the sentence-score weights on dev and write them."""
     from tqdm import tqdm
 
-    from rag.evaluation import HAND_WRITTEN, load_questions
     from rag.reader import save_weights
 
     if args.split != "dev":
-        raise ValueError("The reader's weights are checked on the dev split only (the test split is for reporting).")
+        raise ValueError("The reader's weights are fitted on the dev split only (the test split is for reporting).")
     out: Path = args.out or settings.reader_weights_path or DEFAULT_WEIGHTS
-    source: Path = args.questions or HAND_WRITTEN
-    questions = collect(settings, load_questions(source), (), lambda x: tqdm(x, desc="questions", unit="q"))
+    questions = collect(settings, lambda x: tqdm(x, desc="dev", unit="q"))
     if len(questions) < 2 * FOLDS:
-        raise ValueError(f"Only {len(questions)} questions of {source} have evidence among their candidates; too few to fit.")
-    dev = collect(settings, progress=lambda x: tqdm(x, desc="dev check", unit="q"))
+        raise ValueError(f"Only {len(questions)} dev questions have evidence among their candidates; too few to fit.")
     prior = np.array(ReaderConfig().weights(), dtype=float)
     cv = cross_validate(questions, prior, args.seed)
     best = max(STRENGTHS, key=lambda s: (cv[str(s)], s))  # ties: the stronger pull to the prior
-    u = fit_logits(questions, prior * temperature(questions, prior), best)
-    fitted = to_config_scale(u, prior)
-    dev_rates = {"prior": hit_rate(dev, prior), "fitted": hit_rate(dev, fitted)}
-    # Kept when it beats the defaults out of fold and holds on dev, which it never saw.
-    kept = cv[str(best)] > cv["prior"] and dev_rates["fitted"] >= dev_rates["prior"]
-    weights = fitted if kept else prior
+    kept = cv[str(best)] > cv["prior"]
+    if kept:
+        u = fit_logits(questions, prior * temperature(questions, prior), best)
+        weights = to_config_scale(u, prior)
+    else:
+        weights = prior
     info = {
-        "fitted_on": f"{source.name} ({len(questions)} hand-written questions whose evidence is among the candidates)",
-        "checked_on": f"dev split of eval/gold.jsonl and eval/chat_gold.jsonl ({len(dev)} questions and turns)",
+        "fitted_on": f"dev split of eval/gold.jsonl and eval/chat_gold.jsonl ({len(questions)} questions "
+                     "and turns whose evidence is among the candidates)",
         "data_sha256": data_hash(questions), "embedder": settings.embedder,
         "cross_validated_hit_rate": {k: round(v, 4) for k, v in cv.items()},
-        "dev_hit_rate": {k: round(v, 4) for k, v in dev_rates.items()},
-        "strength": best if kept else None,
-        "kept": "fitted" if kept else "defaults (the fit did not beat them out of fold and on dev)",
-        "command": f"rag reader fit --questions {source} --out {out}",
+        "strength": best if kept else None, "kept": "fitted" if kept else "defaults (the fit did not beat them)",
+        "train_hit_rate": round(hit_rate(questions, weights), 4), "prior_hit_rate": round(hit_rate(questions, prior), 4),
+        "command": f"rag reader fit --out {out}",
     }
     save_weights(out, dict(zip(FEATURES, map(float, weights), strict=True)), info)
-    print(f"Reader weights written to {out} ({info['kept']}). Top-sentence hit rate:")
+    print(f"Reader weights written to {out} ({info['kept']}); cross-validated top-sentence hit rate on dev:")
     for k, v in cv.items():
-        print(f"  cross-validated on {source.name}, {'defaults' if k == 'prior' else f'fitted, pull {k}'}: {v:.3f}")
-    for k, v in dev_rates.items():
-        print(f"  dev split, {'defaults' if k == 'prior' else f'fitted, pull {best}'}: {v:.3f}")
+        print(f"  {'previous weights' if k == 'prior' else f'fitted, pull {k}'}: {v:.3f}")
     for name, w in zip(FEATURES, weights, strict=True):
         print(f"  weight {name}: {w:+.3f}")
     return 0
