@@ -602,7 +602,7 @@ def dev_pipeline(settings: Settings) -> Pipeline:
 
 
 # Questions written from the articles that neither the gold set nor the tuned embedder's training
-# used: the reader's weights are fitted on them, and the judge's threshold must hold on them too.
+# used, and nothing shipped is fitted on: the judge's threshold must hold on them too.
 HAND_WRITTEN = Path(__file__).resolve().parent / "data" / "extra_questions.jsonl"
 
 
