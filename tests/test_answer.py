@@ -98,7 +98,7 @@ def test_cited_passages_lead_the_hits(service, question):
 @pytest.mark.parametrize(
     ("question", "answer", "conflict"),
     [
-        ("花西子2022年全年的销售额是多少？", "2023年1月-4月累积出口约1800万元。", True),
+        ("这家企业2022年全年的销售额是多少？", "2023年1月-4月累积出口约1800万元。", True),
         ("2022年的销售额是多少？", "2022年销售额达到30亿元，2023年继续增长。", False),
         ("2022年的销售额是多少？", "销售额达到30亿元。", False),  # names no year: nothing to contradict
         ("销售额是多少？", "2023年销售额达到30亿元。", False),  # asks no year
@@ -114,10 +114,10 @@ def test_a_place_the_sources_never_name_is_not_answered(service):
     """The closest passage is about another county or zone: the judge reads that as a signal,
     and the answer about the place the sources never name is less sure than the one they do."""
     state = service.require()
-    known = service.ask("丽水市缙云县首个区域性网约车行业联合会覆盖了多少名司机？")
+    known = service.ask("缙云县的网约车行业联合会覆盖了多少名司机？")
     for question, place in [
-        ("丽水市青田县首个区域性网约车行业联合会覆盖了多少名司机？", "青田"),
-        ("平湖经济技术开发区2023年完成固定资产投资多少亿元？", "平湖"),
+        ("青田县的网约车行业联合会覆盖了多少名司机？", "青田"),
+        ("平湖经济技术开发区去年的固定资产投资是多少亿元？", "平湖"),
     ]:
         assert state.pipeline.judge.unknown_place(state.pipeline.queries.build(question)) == place
         assert service.ask(question).confidence < known.confidence, question
@@ -125,11 +125,11 @@ def test_a_place_the_sources_never_name_is_not_answered(service):
     assert not known.abstained and "300" in known.text
     # Words ending like place names that name no place are not taken for one.
     for question in [
-        "杭州医药港聘请了哪位哈佛大学教授担任荣誉镇长？",
+        "杭州医药港请了哪位教授当荣誉镇长？",
         "杭州这座大都市的综合保税区面积有多少平方公里？",
         "在全省各市县中，唯一同时拥有经开区、高新区、综保区、自贸区的产业大平台是哪个？",
         "借壳上市的企业有几家？",
-        "江山经济开发区把哪三个经济部门整合后搬进开发区合署办公？",
+        "江山经济开发区有几个部门在开发区合署办公？",
         "贫困县有多少个？",
     ]:
         assert state.pipeline.judge.unknown_place(state.pipeline.queries.build(question)) is None, question

@@ -52,12 +52,12 @@ def test_no_lead_in_a_unit_the_question_did_not_ask(service):
 
 def test_follow_up_is_rewritten_with_the_subject_of_the_previous_answer(service):
     first = service.ask(Q_ENTITY)
-    turns = [Turn("user", Q_ENTITY), Turn("assistant", first.text), Turn("user", "它的核心区块总面积有多大？")]
+    turns = [Turn("user", Q_ENTITY), Turn("assistant", first.text), Turn("user", "它的核心区块面积是多少？")]
     answer = service.chat(turns)
-    assert answer.rewritten and answer.question == "江东芯谷的核心区块总面积有多大？"
+    assert answer.rewritten and answer.question == "江东芯谷的核心区块面积是多少？"
     # A question that stands alone is left as it is.
-    alone = service.chat([Turn("user", "杭州综合保税区是什么时候获批设立的？")])
-    assert not alone.rewritten and alone.question == "杭州综合保税区是什么时候获批设立的？"
+    alone = service.chat([Turn("user", "杭州综合保税区是哪一年获批的？")])
+    assert not alone.rewritten and alone.question == "杭州综合保税区是哪一年获批的？"
 
 
 def test_where_follow_up_cites_where_the_subject_lies(service):
@@ -84,9 +84,9 @@ def test_place_questions_are_told_from_questions_that_only_say_where(service, qu
 
 
 def test_follow_up_names_the_previous_questions_subject(service):
-    q1 = "杭州综合保税区是什么时候获批设立的？"
+    q1 = "杭州综合保税区是哪一年获批的？"
     a1 = service.ask(q1)
-    answer = service.chat([Turn("user", q1), Turn("assistant", a1.text), Turn("user", "那里集聚了多少家企业？")])
+    answer = service.chat([Turn("user", q1), Turn("assistant", a1.text), Turn("user", "那里有多少家企业？")])
     assert answer.rewritten and answer.question.startswith("杭州综合保税区")
 
 
