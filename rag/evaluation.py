@@ -608,9 +608,10 @@ HAND_WRITTEN = Path(__file__).resolve().parent / "data" / "extra_questions.jsonl
 
 def load_questions(path: Path = HAND_WRITTEN) -> list[GoldItem]:
     """Hand-written questions (``question``, ``answer``, ``evidence``, ``doc_id`` per line) as gold items."""
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from rag.embed_train import load_rows
+
     return [GoldItem(f"h-{i}", r["question"], (r["answer"],), r["evidence"], r.get("doc_id"), "hand-written", "dev")
-            for i, r in enumerate(rows) if r.get("answer") and r.get("evidence")]
+            for i, r in enumerate(load_rows(path)) if r.get("evidence")]
 
 
 def load_dev(gold: Sequence[Path] = (Path("eval/gold.jsonl"),),

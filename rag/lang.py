@@ -96,13 +96,14 @@ ASKED_UNIT = re.compile(
     + r"|[A-Za-z]+(?=[的左\s，。？！、,.?!)）]|$))"
 )
 # Asked for an amount of money ("投入了多少资金", "价值多少"), which is answered in a currency; a
-# change ("增长了多少") or a count ("投资了多少个项目") is not.
+# change ("增长了多少") or a count ("投资了多少个项目") is not. Dates, rates and ordinals are
+# checked first (value_check).
 _MONEY = "资金|投资额?|投入|金额|收入|营收|产值|价值|利润|税收|销售额|成交额|融资|经费|费用|奖金"
 ASKS_MONEY = re.compile(
     rf"多少钱|(?:{_MONEY})[^，,。？?]{{0,6}}?(?:多少|几)(?!\s*[个家项名所座条款件台辆人次倍成年天])"
     rf"|(?:多少|几)[^，,。？?个家项名所座条件]{{0,4}}?(?:{_MONEY})"
 )
-CHANGE = re.compile(r"增长|增加|提高|提升|下降|减少|降低|翻|涨|第几")
+ASKS_CHANGE = re.compile(r"增长|增加|提高|提升|下降|减少|降低|翻|涨")
 # Large sums often drop the 元: "约20亿", "500万".
 MONEY_VALUE = re.compile(rf"[\d{NUMERALS}]\s*(?:多|余)?\s*(?:(?:万亿|亿|万)|(?:千)?\s*(?:元|美元|欧元|港元|日元))")
 # Years the question or answer names ("2021年度", "2023—2025年": every year of a range).
@@ -191,14 +192,14 @@ def value_check(question: str) -> ValueCheck | None:
         unit = SAME_UNIT.get(asked.group(1)) or re.escape(asked.group(1))
         pattern = re.compile(rf"[\d{NUMERALS}]\s*(?:多|余)?\s*(?:万亿|亿|万|千)?\s*(?:{unit})", re.IGNORECASE)
         return ValueCheck(pattern, False, "unit")
-    if ASKS_MONEY.search(question) and not CHANGE.search(question) and not ASKS_DATE.search(question):
-        return ValueCheck(MONEY_VALUE, False, "money")
     if ASKS_DATE.search(question):
         return ValueCheck(HAS_DATE, False, "date")
     if ASKS_RATE.search(question):
         return ValueCheck(RATE_VALUE, False, "rate")
     if "第几" in question:
         return ValueCheck(ORDINAL, False, "ordinal")
+    if ASKS_MONEY.search(question) and not ASKS_CHANGE.search(question):
+        return ValueCheck(MONEY_VALUE, False, "money")
     if ASKS_NUMBER.search(question):
         return ValueCheck(NUMBER_VALUE, True, "number")
     return None

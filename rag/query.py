@@ -60,7 +60,6 @@ class QueryBuilder:
         self.encode_many = encode_many
         self.config = config or QueryConfig()
         self.aliases = tuple(aliases)
-        self._user_words = frozenset(tokenizer.user_words)
 
     # --- follow-ups -----------------------------------------------------------------
 
@@ -86,7 +85,7 @@ class QueryBuilder:
         for word in words:
             if len(word) < 2 or lang.NUMERIC.search(word) or lang.PRONOUN.search(word):
                 continue
-            if word in self._user_words or tok.is_proper(word):
+            if tok.is_name(word):
                 start = text.find(word)
                 if start < 0:
                     continue

@@ -96,15 +96,14 @@ class Retriever:
                 d = all_dense[i]  # keyword-only hits too, from the same computation
                 d_part = (d - floor) / (ceil - floor) if ceil > floor else 1.0
                 fused[i] = w * k_part + (1 - w) * max(d_part, 0.0)
-        rank = dict(fused)
+        bonus = 0.0
         if near and fused:
             # Where the conversation is: near passages join the candidates and rank higher (their
             # scores, which the judge reads, stay what retrieval gave).
             bonus = self.settings.follow_up_bonus * max(fused.values())
             for i in near:
                 fused.setdefault(i, 0.0)
-                rank[i] = fused[i] + bonus
-        order = sorted(rank, key=lambda i: (-rank[i], i))[:top_k]
+        order = sorted(fused, key=lambda i: (-(fused[i] + (bonus if i in near else 0.0)), i))[:top_k]
         chunks = self.data.chunks
         return [Hit(chunks[i], float(fused[i]), kw_rank.get(i), dn_rank.get(i)) for i in order]
 

@@ -175,10 +175,14 @@ class Tokenizer:
         self.place_like("")
         return word in self._proper  # type: ignore[operator]
 
+    def is_name(self, word: str) -> bool:
+        """Is ``word`` a name: a corpus word (江东芯谷) or a proper noun by jieba's dictionary?"""
+        return word in self._user_set or self.is_proper(word)
+
     def names_something(self, text: str) -> bool:
-        """Does ``text`` end in a name: a corpus word (江东芯谷) or a proper noun by jieba's dictionary?"""
+        """Does ``text`` end in a name (:meth:`is_name`)?"""
         words = [w for w, _ in self.terms(text)]
-        return bool(words) and (words[-1] in self._user_set or self.is_proper(words[-1]))
+        return bool(words) and self.is_name(words[-1])
 
     def place_like(self, word: str) -> bool:
         """Could ``word`` be a name: jieba's dictionary tags it a proper noun (place, person,
