@@ -63,6 +63,7 @@ RATE_VALUE = re.compile(rf"[\d{NUMERALS_}]+(?:\.\d+)?\s*(?:%|％|个百分点|�
 HAS_NAME = re.compile(r"“[^”]{2,20}”|《[^》]{2,30}》|「[^」]{2,20}」")
 # Where something is: asked outright, or "X在哪里" when X is a name ("优势在哪里" asks what, not where).
 ASKS_LOCATION = re.compile(r"位于哪|坐落(?:在|于)?哪|(?:地点|位置)(?:是|在)|在哪个?(?:区|县|市|镇|街道|城市|省|位置|地方)|什么地方|什么位置")
+ASKS_WHERE = re.compile(rf"哪里|哪儿|{ASKS_LOCATION.pattern}")
 WHERE = re.compile(r"([\u4e00-\u9fffA-Za-z0-9]{2,16})在哪(?:里|儿)")
 PLACE_VERB = "位于"  # how the articles most often say where a thing is
 NUMERALS = "0-9一二三四五六七八九十百千万亿两半"
@@ -115,19 +116,28 @@ ZONE = re.compile(r"(?:国家级)?(?:高新技术产业开发区|经济技术开
 COUNTY = "县"
 ORDINAL = re.compile(rf"第\s*[\d{NUMERALS}]+")
 CLAUSE = re.compile(r"[^，,；;：:。！？!?]+[，,；;：:。！？!?]*")
+CLAUSE_BREAK = re.compile(r"[，,；;：:。！？!?]")
 TERMINAL = tuple("。！？!?；;…”\"）)")
 LIST_ITEM_END = ("；", ";")  # a sentence ending so is one item of a list whose items name their own subjects
 MARKER = re.compile(r"\[\d+\]")
 
+# A demonstrative with a classifier ("这家", "那座", "该") points at something named before; the
+# noun after it says what kind of thing it is ("这家企业", "这所学校").
+DEMONSTRATIVE = re.compile(
+    r"(?:这|那)一?(?:个|家|所|次|场|款|位|项|座|批|条|种|届|档|套|只|支|轮|期|份|件|片|栋|名)|(?<![应活])该(?=[\u4e00-\u9fff])(?![如怎不会])"
+)
+# Pronouns for a group of people: a company or a team, never a place.
+GROUP_PRONOUNS = ("他们", "她们")
+# "钱塘新区的“投资之家”": a quoted name after 的 is the thing named, the words before it where it is.
+QUOTED_HEAD = re.compile(r"的[“\"「]([^”\"」]{2,16})[”\"」]")
 # Pronouns and demonstratives that stand for the subject of the previous turn.
 PRONOUN = re.compile(
-    r"它们|它的|它|他们|她们|该(?:公司|企业|平台|园区|项目|区|地|市|县|镇|园|集团|基地|中心)|这家(?:公司|企业)?|那家(?:公司|企业)?"
-    r"|这个(?:平台|园区|项目|地方)?|那个(?:平台|园区|项目|地方)?|其(?=[^他中次余实])|此地|那里|这里"
+    rf"它们|它的|它|他们|她们|{DEMONSTRATIVE.pattern}|其(?=[^他中次余实])|此地|那里|这里|那边|那儿|这儿"
     r"|^这(?=[占是有在为比])"
 )
 # Pronouns, demonstratives and elliptical endings that make a turn lean on the previous one.
 FOLLOW_UP = re.compile(
-    r"它|他们|她们|他的|她的|其中|该[地区市县镇园企公平项]|这个|那个|这里|那里|这些|那些|这家|那家|此[处地外]|上述|前者|后者"
+    rf"它|他们|她们|他的|她的|其中|{DEMONSTRATIVE.pattern}|这里|那里|那边|那儿|这儿|这些|那些|此[处地外]|上述|前者|后者"
     r"|^(那|那么|还有|另外|此外|同时|以及|并且)|^这(?=[占是有在为比])|呢[？?。\s]*$"
 )
 # "从75秒缩减至5秒": a change states two values; a question about where it went

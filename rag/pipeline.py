@@ -19,6 +19,7 @@ from rag.judge import DEFAULT_JUDGE, DEFAULT_JUDGE_MODEL_READER, Judge, JudgeCon
 from rag.query import QueryBuilder, QueryConfig, Turn
 from rag.reader import DEFAULT_WEIGHTS, Reader, ReaderConfig, group_text, load_weights
 from rag.retrieval import MODES, Retriever
+from rag.text import match_key
 from rag.types import Answer, Hit, Query
 from rag.writer import ExtractiveWriter, WriterConfig
 
@@ -65,6 +66,14 @@ class Pipeline:
         return replace(answer, hits=tuple([*answer.hits, *hits[len(answer.hits) :]][:k]))
 
 
+    def answer_turns(self, turns: Sequence[Turn], k: int, mode: str = "hybrid") -> tuple[Query, Answer]:
+        """Answer the last turn of a chat. A turn that may or may not lean on the ones before
+        (:meth:`QueryBuilder.readings`) is answered both ways, and the answer the judge believes
+        more (its calibrated probability of being right) is the one given."""
+        answers = [(q, self.answer(q, k, mode)) for q in self.queries.readings(turns)]
+        return max(answers, key=lambda qa: qa[1].confidence)
+
+
 def reader_settings(settings: Settings) -> tuple[str, Path]:
     """Which reader runs and where its trained model lives."""
     if settings.reader not in READERS:
@@ -88,9 +97,10 @@ def build_pipeline(
     reader_cfg = load_weights(weights, **rest) if weights.is_file() or settings.reader_weights_path else ReaderConfig(**rest)
     judge_path = settings.judge_path or (DEFAULT_JUDGE_MODEL_READER if use_model else DEFAULT_JUDGE)
     reader = Reader(data, reader_cfg, sentence_model if use_model else None)
+    articles = "\n".join(match_key(d.text) for d in data.documents.values())
     return Pipeline(
         QueryBuilder(data.tokenizer, encode_many, QueryConfig(max_question_chars=settings.max_question_chars),
-                     mine_aliases(d.text for d in data.documents.values())),
+                     mine_aliases(d.text for d in data.documents.values()), articles.__contains__),
         Retriever(data, settings),
         reader,
         Judge(data, JudgeConfig(judge_path, settings.abstain_threshold)),

@@ -44,111 +44,240 @@ class QueryConfig:
     place_verb_weight: float = 0.5  # 位于, for a question asking where something is
     alias_weight: float = 1.0  # the other form of a declared short name, in keyword retrieval
     max_subject_chars: int = 16  # a lead longer than this is a sentence, not a subject
+    max_subjects: int = 4  # earlier subjects a follow-up may refer to
+    given_term_weight: float = 0.5  # the subject a follow-up's rewrite put in, in sentence scoring
     max_question_chars: int = 1000  # the one limit on a question's length (RAG_MAX_QUESTION_CHARS)
+
+
+@dataclass(frozen=True, slots=True)
+class Rewrite:
+    """A chat turn made standalone."""
+
+    text: str  # the question as retrieval and scoring read it
+    rewritten: bool = False  # ``text`` differs from what the user typed
+    context: tuple[tuple[str, float], ...] = ()  # earlier text (with weights) that steers retrieval
+    near: str = ""  # the previous answer, whose citations mark where the conversation is
+    given: str = ""  # the subject taken from earlier turns, if any
+    about: tuple[str, ...] = ()  # what the conversation so far is about, likeliest first
 
 
 def _clean(text: str) -> str:
     return lang.MARKER.sub("", text).strip()
 
 
+def _shared_end(name: str, rest: str) -> int:
+    """How many of the first characters of ``rest`` end ``name`` ("研究园当初…" ends 斯坦福研究园: 3)."""
+    return max((k for k in range(1, min(len(name), len(rest), 6) + 1) if name.endswith(rest[:k])), default=0)
+
+
+def _kind_chars(name: str, rest: str, noun: str | None) -> int:
+    """How many characters of ``rest`` (what follows a demonstrative) ``name`` stands for: the noun
+    when the name is one ("临江高科园" a 园区, "文清小学" a 学校: names end in their kind), or the
+    characters the name itself ends with ("缙云县" for 该县). 0 when it is not of that kind."""
+    shared = _shared_end(name, rest)
+    # A longer noun must end like the name: in "该县总工会" the kind is 总工会, not 县.
+    if noun and any(c in name[-2:] for c in noun) and (len(noun) <= 2 or noun[-1] in name[-2:]):
+        return max(len(noun), shared)
+    return shared if shared >= 2 or (shared and lang.NAME_SUFFIX.search(rest[:shared])) else 0
+
+
 class QueryBuilder:
     """Builds the :class:`Query` for a question and its history."""
 
     def __init__(self, tokenizer: Tokenizer, encode_many: Callable[[Sequence[str]], list[np.ndarray]],
-                 config: QueryConfig | None = None, aliases: Sequence[Alias] = ()) -> None:
+                 config: QueryConfig | None = None, aliases: Sequence[Alias] = (),
+                 written: Callable[[str], bool] | None = None) -> None:
         self.tokenizer = tokenizer
         self.encode_many = encode_many
         self.config = config or QueryConfig()
         self.aliases = tuple(aliases)
+        # Whether the articles write a text (as match_key); a name is grown only over words they
+        # write together with it.
+        self.written = written or (lambda text: False)
 
     # --- follow-ups -----------------------------------------------------------------
 
-    def subject(self, question: str, answer: str) -> str | None:
-        """What a follow-up to (question, answer) refers to.
+    def subjects(self, question: str, answer: str) -> list[str]:
+        """What a follow-up to (question, answer) may refer to, likeliest first.
 
         The name an entity question was answered with (the answer's lead,
-        "江东芯谷。…"), else the question's own subject: its first name-like word
-        (a corpus dictionary word or proper noun), grown over adjoining name-like words.
+        "江东芯谷。…"), then the question's own subject: its first name-like word
+        (a corpus dictionary word or proper noun), grown over a name's suffix.
         """
+        out: list[str] = []
         answer = _clean(answer)
-        if lang.ASKS_ENTITY.search(question) and not answer.startswith(lang.NOT_FOUND):
+        # Where something is ("设在哪里") is answered by a place, which later turns seldom ask about.
+        if (lang.ASKS_ENTITY.search(question) and not lang.ASKS_WHERE.search(question)
+                and not answer.startswith(lang.NOT_FOUND)):
             lead = answer.split("。", 1)[0]
-            if 2 <= len(lead) <= self.config.max_subject_chars and len(lead) < len(answer):
-                return lead
-        return self.topic(question)
+            # A name, not a clause: "一张床，可以拉出半边…" leads no follow-up.
+            if (2 <= len(lead) <= self.config.max_subject_chars and len(lead) < len(answer)
+                    and not lang.CLAUSE_BREAK.search(lead)):
+                out.append(lead)
+        topic = self.topic(question)
+        if topic and topic not in out:
+            out.append(topic)
+        return out
+
+    def mentions_name(self, text: str) -> bool:
+        """Does ``text`` name something of its own: a corpus word, a proper noun or a word jieba
+        does not know? A chat turn that names nothing ("涉及金额有多少？") asks about what the
+        turns before it named."""
+        tok = self.tokenizer
+        return any(self._name_like(w) for w, _ in tok.terms(text))
+
+    def _name_like(self, word: str) -> bool:
+        tok = self.tokenizer
+        return (len(word) >= 2 and not lang.NUMERIC.search(word) and not lang.PRONOUN.search(word)
+                and (tok.is_name(word) or tok.place_like(word)))
 
     def topic(self, question: str) -> str | None:
-        """The first name-like stretch of a question ("西湖科技园是…" -> 西湖科技园)."""
-        tok = self.tokenizer
+        """The first name-like stretch of a question ("西湖科技园是…" -> 西湖科技园).
+
+        The first name-like word, grown over the words right after it that the articles
+        write together with it ("贵州" + "电商云"), then over a zone or organisation suffix.
+        A quoted name after 的 is the subject itself ("钱塘新区的“投资之家”" names 投资之家).
+        """
         text = normalize_width(question).lower()
-        words = [w for w, _ in tok.terms(text)]
-        for word in words:
-            if len(word) < 2 or lang.NUMERIC.search(word) or lang.PRONOUN.search(word):
+        spans = self._word_spans(question)
+        source = question if len(question) == len(text) else text
+        for n, (start, word) in enumerate(spans):
+            if not self._name_like(word):
                 continue
-            if tok.is_name(word):
-                start = text.find(word)
-                if start < 0:
-                    continue
-                # Grow over a zone or organisation suffix right after the name.
-                end = start + len(word)
-                # Not across 的 ("西湖科技园的核心区" is a part of the subject, not its name), nor
-                # across the copula or a question word: "米奥会展是什么时候在创业板上市的" names 米奥会展.
-                m = re.match(lang.NAME_GROWTH, text[end:])
-                if m:
-                    end += m.end()
-                return question[start:end] if len(question) == len(text) else text[start:end]
+            end = start + len(word)
+            for nxt, following in spans[n + 1 :]:
+                # Never across a gap: 的, the copula or a question word ("米奥会展是什么时候…"), nor
+                # past a whole place or organisation name ("缙云县" + "首个…").
+                if (nxt != end or lang.NAME_SUFFIX.search(text[start:end])
+                        or not self.written(match_key(text[start : nxt + len(following)]))):
+                    break
+                end = nxt + len(following)
+            # Not across 的 ("西湖科技园的核心区" is a part of the subject, not its name).
+            m = re.match(lang.NAME_GROWTH, text[end:])
+            if m:
+                end += m.end()
+            quoted = lang.QUOTED_HEAD.match(text[end:])
+            if quoted:
+                return source[end + quoted.start(1) : end + quoted.end(1)]
+            return source[start:end]
         return None
 
-    def rewrite(self, turns: Sequence[Turn]) -> tuple[str, bool, list[tuple[str, float]], str]:
-        """The last user turn as a standalone question, whether it was rewritten, the
-        earlier text (with weights) that steers retrieval for a follow-up, and the
-        previous answer a follow-up leans on."""
+    def leans_on_history(self, question: str) -> bool:
+        """Does a chat turn read as a follow-up: it points back, is very short, or names nothing?"""
+        return lang.is_follow_up(question) or not self.mentions_name(question)
+
+    def rewrite(self, turns: Sequence[Turn], force: bool = False) -> Rewrite:
+        """The last user turn as a standalone question (see :class:`Rewrite`); ``force`` reads
+        it as a follow-up even when it does not look like one."""
         question = turns[-1].content.strip()
-        if not lang.is_follow_up(question):
-            return question, False, [], ""
         users = [i for i, t in enumerate(turns[:-1]) if t.role == "user"]
         if not users:
-            return question, False, [], ""
+            return Rewrite(question)
         last = users[-1]
         # The previous question, itself made standalone first.
-        previous, _, _, _ = self.rewrite(turns[: last + 1])
+        previous = self.rewrite(turns[: last + 1])
         answer = next((t.content for t in turns[last + 1 : -1] if t.role == "assistant"), "")
+        # What the conversation is about, likeliest first: the previous turn's subjects, then
+        # those before it ("这个园区" two turns on may still mean the park the chat began with).
+        about = tuple(dict.fromkeys([*self.subjects(previous.text, answer), *previous.about]))[: self.config.max_subjects]
+        if not (force or self.leans_on_history(question)):
+            return Rewrite(question, about=about)
         c = self.config
-        context = [(previous, c.previous_question_weight)]
+        context = [(previous.text, c.previous_question_weight)]
         if answer:
             context.append((_clean(answer)[: c.previous_answer_chars], c.previous_answer_weight))
-        subject = self.subject(previous, answer)
-        rewritten = self._substitute(question, previous, subject)
+        text, given = self._substitute(question, previous.text, about)
         near = "" if answer.startswith(lang.NOT_FOUND) else answer
-        return rewritten, rewritten != question, context, near
+        about = tuple(dict.fromkeys([given, *about]))[: c.max_subjects] if given else about
+        return Rewrite(text, text != question, tuple(context), near, given, about)
 
-    def _substitute(self, question: str, previous: str, subject: str | None) -> str:
-        """Put the subject where the follow-up points at it."""
+    def _substitute(self, question: str, previous: str, subjects: Sequence[str]) -> tuple[str, str]:
+        """Put the subject where the follow-up points at it: the question, and the subject it
+        was given ("" when none, or when an ellipsis took the previous question whole)."""
         m = lang.PRONOUN.search(question)
-        if subject and m:
-            rest = question[m.end():]
+        if subjects and m:
+            rest, word = question[m.end():], m.group()
+            if word in lang.GROUP_PRONOUNS:
+                # "他们" is the company or the team the previous question was about, not the
+                # place or person it was answered with.
+                subjects = [*subjects[1:], subjects[0]]
+            subject = subjects[0]
             # "它的" -> "江东芯谷的"; "其" before a noun -> "江东芯谷的".
-            joint = "的" if m.group().startswith("其") else ""
-            word = m.group()
-            if word.endswith("的"):
-                joint, word = "的", word[:-1]
-            return question[: m.start()] + subject + joint + rest
+            joint = "的" if word.startswith("其") or word.endswith("的") else ""
+            demonstrative = lang.DEMONSTRATIVE.match(question, m.start())
+            if demonstrative and demonstrative.end() == m.end():
+                # "这个园区" stands for the earlier name of that kind (临江高科园), and the name
+                # then says the kind itself ("这个研究园" -> "斯坦福研究园", not "斯坦福研究园园").
+                noun = self._noun_after(rest)
+                same = [(s, n) for s in subjects if (n := _kind_chars(s, rest, noun))]
+                if same:
+                    subject, rest = same[0][0], rest[same[0][1]:]
+            return question[: m.start()] + subject + joint + rest, subject
         piece = lang.ELLIPSIS_EDGES.sub("", question).strip()
         if question.rstrip("？?。 ").endswith("呢") and piece:
-            # "市级的呢？" after "省级园区有几个？": the word of the same kind is swapped.
-            for word, _ in self.tokenizer.terms(previous):
-                if word != piece and len(word) >= 2 and word[-1] == piece[-1] and word in previous:
-                    return previous.replace(word, piece, 1)
-            return f"{piece}，{previous}" if len(piece) <= 8 else question
-        if subject and match_key(subject) not in match_key(question):
-            return f"{subject}{question}"
-        return question
+            swapped = self._swap(previous, piece)
+            if swapped:
+                return swapped, ""
+            return f"{piece}，{previous}" if len(piece) <= 8 else question, ""
+        if subjects and match_key(subjects[0]) not in match_key(question):
+            return f"{subjects[0]}{question}", subjects[0]
+        return question, ""
+
+    def _swap(self, previous: str, piece: str) -> str | None:
+        """The previous question about ``piece`` instead ("市级的呢？" after "省级园区有几个？"),
+        or None when nothing in it is of the same kind."""
+        spans = self._word_spans(previous)
+        for n, (start, word) in enumerate(spans):
+            # The word of the same kind ends alike; a longer piece brings its own modifier,
+            # which takes the place of the word's ("四工段横河" for "四号桥直河").
+            if word != piece and len(word) >= 2 and word[-1] == piece[-1]:
+                if len(piece) > len(word) and n and spans[n - 1][0] + len(spans[n - 1][1]) == start:
+                    start = spans[n - 1][0]
+                return previous[:start] + piece + previous[spans[n][0] + len(word):]
+        for n, (start, word) in enumerate(spans):
+            # Or it begins alike ("省级以上众创空间" for "省级以上孵化器").
+            if len(word) >= 2 and piece.startswith(word) and piece != word and n + 1 < len(spans):
+                end = spans[n + 1][0] + len(spans[n + 1][1])
+                return previous[:start] + piece + previous[end:]
+        if self.mentions_name(piece):
+            # "那大华呢？" after "…海康威视负责什么？": the name takes the place of the last name.
+            names = [(start, word) for start, word in spans if self._name_like(word)]
+            if names:
+                start, word = names[-1]
+                return previous[:start] + piece + previous[start + len(word):]
+        return None
+
+    def _word_spans(self, text: str) -> list[tuple[int, str]]:
+        """The whole words of ``text`` (as :meth:`Tokenizer.terms`) with where each starts."""
+        spans, at = [], 0
+        key = normalize_width(text).lower()
+        for word, _ in self.tokenizer.terms(text):
+            start = key.find(word, at)
+            if start >= 0:
+                spans.append((start, text[start:start + len(word)]))
+                at = start + len(word)
+        return spans
+
+    def _first_word(self, text: str) -> str:
+        spans = self._word_spans(text)
+        return spans[0][1] if spans and spans[0][0] == 0 else ""
+
+    def _noun_after(self, rest: str) -> str | None:
+        """The noun right after a demonstrative ("这家企业的…" -> 企业), if a word of 2+ characters."""
+        spans = self._word_spans(rest)
+        if spans and spans[0][0] == 0 and len(spans[0][1]) >= 2 and lang.CJK_CHAR.match(spans[0][1]):
+            return spans[0][1]
+        return None
 
     # --- building ---------------------------------------------------------------------
 
     def build(self, text: str, context: Sequence[tuple[str, float]] = (), asked: str = "",
-              rewritten: bool = False, near: str = "") -> Query:
+              rewritten: bool = False, near: str = "", given: str = "") -> Query:
         tok = self.tokenizer
+        # The subject a rewrite put in: the sentence that answers often names it only in the
+        # sentence before ("我们正式入驻…"), so in scoring it counts less than the words asked.
+        typed = {w for w, _ in tok.terms(asked or text)}
+        given_words = {w for w, _ in tok.terms(given)} - typed
         tokens: list[str] = []
         weights: list[float] = []
         terms: dict[str, tuple[str, tuple[str, ...], float]] = {}
@@ -173,7 +302,8 @@ class QueryBuilder:
                 continue
             for word, subs in tok.terms(piece):
                 if word not in terms:
-                    terms[word] = (word, subs, 1.0 if n == 0 else self.config.context_term_weight * weight)
+                    own = self.config.given_term_weight if word in given_words else 1.0
+                    terms[word] = (word, subs, own if n == 0 else self.config.context_term_weight * weight)
         if context and not rewritten:
             # Follow-ups without a subject to name retrieve with the earlier question they
             # lean on; sentences are scored against the current question alone.
@@ -210,5 +340,19 @@ class QueryBuilder:
         typed = normalize_question(turns[-1].content, self.config.max_question_chars)
         # Earlier turns are read in their retrieval form too; they are never rejected.
         normalised = [*(Turn(t.role, retrieval_text(t.content)) for t in turns[:-1]), Turn("user", typed.text)]
-        text, rewritten, context, near = self.rewrite(normalised)
-        return self.build(text, context, asked=typed.display, rewritten=rewritten, near=near)
+        r = self.rewrite(normalised)
+        return self.build(r.text, r.context, asked=typed.display, rewritten=r.rewritten, near=r.near, given=r.given)
+
+    def readings(self, turns: Sequence[Turn]) -> list[Query]:
+        """The ways to read the last turn: as :meth:`from_turns`, and, when it does not look like
+        a follow-up but has history, also as one ("去年营收达到了多少？" names a word of its own
+        yet asks about the company before). The judge's probability chooses between them."""
+        first = self.from_turns(turns)
+        if len(turns) < 2 or first.rewritten:
+            return [first]
+        typed = normalize_question(turns[-1].content, self.config.max_question_chars)
+        normalised = [*(Turn(t.role, retrieval_text(t.content)) for t in turns[:-1]), Turn("user", typed.text)]
+        r = self.rewrite(normalised, force=True)
+        if not r.rewritten:
+            return [first]
+        return [first, self.build(r.text, r.context, asked=typed.display, rewritten=True, near=r.near, given=r.given)]

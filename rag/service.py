@@ -291,8 +291,8 @@ class RagService:
             raise ValueError(f"Unknown retrieval mode '{mode}'. Choose one of {list(MODES)}")
         state = self.require()
         k = self._top_k(top_k)
-        query = state.pipeline.queries.from_turns(turns)
-        return state, query, state.pipeline.answer(query, k, mode)
+        query, answer = state.pipeline.answer_turns(turns, k, mode)
+        return state, query, answer
 
 
 def with_pages(answer: Answer, documents: Mapping[str, CleanDocument]) -> Answer:
