@@ -126,6 +126,15 @@ MARKER = re.compile(r"\[\d+\]")
 DEMONSTRATIVE = re.compile(
     r"(?:这|那)一?(?:个|家|所|次|场|款|位|项|座|批|条|种|届|档|套|只|支|轮|期|份|件|片|栋|名)|(?<![应活])该(?=[\u4e00-\u9fff])(?![如怎不会])"
 )
+# What names of a kind end with, for kind nouns whose names mostly do not end in the noun itself
+# ("这个园区" may be 杭州医药港 or 江东芯谷; "这家公司" 某某集团). Other nouns: the name ends like it.
+KIND_ENDINGS = {
+    "园区": ("园", "区", "港", "谷", "小镇", "城", "基地"),
+    "平台": ("平台", "园", "区", "港", "谷", "小镇", "城", "基地", "中心"),
+    "公司": ("公司", "集团"),
+    "企业": ("公司", "集团", "企业"),
+    "学校": ("学", "校", "学院"),
+}
 # Pronouns for a group of people: a company or a team, never a place.
 GROUP_PRONOUNS = ("他们", "她们")
 # "钱塘新区的“投资之家”": a quoted name after 的 is the thing named, the words before it where it is.

@@ -75,6 +75,8 @@ def _kind_chars(name: str, rest: str, noun: str | None) -> int:
     when the name is one ("临江高科园" a 园区, "文清小学" a 学校: names end in their kind), or the
     characters the name itself ends with ("缙云县" for 该县). 0 when it is not of that kind."""
     shared = _shared_end(name, rest)
+    if noun and noun in lang.KIND_ENDINGS:
+        return len(noun) if name.endswith(lang.KIND_ENDINGS[noun]) else 0
     # A longer noun must end like the name: in "该县总工会" the kind is 总工会, not 县.
     if noun and any(c in name[-2:] for c in noun) and (len(noun) <= 2 or noun[-1] in name[-2:]):
         return max(len(noun), shared)
@@ -209,6 +211,8 @@ class QueryBuilder:
                 # "这个园区" stands for the earlier name of that kind (临江高科园), and the name
                 # then says the kind itself ("这个研究园" -> "斯坦福研究园", not "斯坦福研究园园").
                 noun = self._noun_after(rest)
+                # Only a word of the dictionary is a kind of thing: "该县有…" may glue 县有.
+                noun = noun if noun and not self.tokenizer.place_like(noun) else None
                 same = [(s, n) for s in subjects if (n := _kind_chars(s, rest, noun))]
                 if same:
                     subject, rest = same[0][0], rest[same[0][1]:]
@@ -241,10 +245,14 @@ class QueryBuilder:
                 return previous[:start] + piece + previous[end:]
         if self.mentions_name(piece):
             # "那大华呢？" after "…海康威视负责什么？": the name takes the place of the last name.
-            names = [(start, word) for start, word in spans if self._name_like(word)]
+            names = [n for n, (_, word) in enumerate(spans) if self._name_like(word)]
             if names:
-                start, word = names[-1]
-                return previous[:start] + piece + previous[start + len(word):]
+                # The whole name, when it runs over several words ("海康" + "威视").
+                first = last = names[-1]
+                while first - 1 in names and spans[first - 1][0] + len(spans[first - 1][1]) == spans[first][0]:
+                    first -= 1
+                end = spans[last][0] + len(spans[last][1])
+                return previous[: spans[first][0]] + piece + previous[end:]
         return None
 
     def _word_spans(self, text: str) -> list[tuple[int, str]]:

@@ -1,0 +1,97 @@
+"""Follow-up rewriting on the real tokenizer, index and judge: which turns lean on the ones
+before, what a pronoun or a demonstrative stands for, and how a turn that might or might not
+be a follow-up is read. The questions are invented for these tests (none is a gold question)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rag.query import Turn
+
+Q_ENTITY = "钱塘新区哪个产业平台主攻半导体产业？"
+
+
+def rewrite(service, *texts: str) -> tuple[str, bool]:
+    """The last turn of a chat whose turns alternate user, assistant, user, … as rewritten."""
+    turns = [Turn("user" if i % 2 == 0 else "assistant", t) for i, t in enumerate(texts)]
+    query = service.require().pipeline.queries.from_turns(turns)
+    return query.text, query.rewritten
+
+
+def test_a_turn_that_names_nothing_asks_about_the_previous_subject(service):
+    assert rewrite(service, "杭州医药港是哪一年挂牌的？", "2018年5月。", "规划面积是多少？") == (
+        "杭州医药港规划面积是多少？", True)
+
+
+def test_a_turn_that_names_its_own_subject_stands_alone(service):
+    assert rewrite(service, "杭州医药港是哪一年挂牌的？", "2018年5月。", "杭州综合保税区有多少家企业？") == (
+        "杭州综合保税区有多少家企业？", False)
+
+
+@pytest.mark.parametrize(
+    ("first", "answer", "follow_up", "expected"),
+    [
+        # The demonstrative and its noun are one thing, named before: not "杭州综合保税区综保区".
+        ("杭州综合保税区是哪一年获批的？", "2018年2月。", "这个综保区有多少家企业？", "杭州综合保税区有多少家企业？"),
+        # 该县 is the county named before; 有 stays a verb.
+        ("淳安县的石林镇在哪里？", "在淳安县西部。", "该县有多少人口？", "淳安县有多少人口？"),
+    ],
+)
+def test_a_demonstrative_stands_for_the_earlier_name_of_its_kind(service, first, answer, follow_up, expected):
+    assert rewrite(service, first, answer, follow_up) == (expected, True)
+
+
+def test_it_is_the_answer_they_are_the_ones_asked_about(service):
+    """After "which platform…" is answered with a name, "它" is that platform; "他们" is the
+    organisation the question was about."""
+    answer = service.ask(Q_ENTITY).text
+    assert answer.startswith("江东芯谷")
+    assert rewrite(service, Q_ENTITY, answer, "它有多少家企业？")[0] == "江东芯谷有多少家企业？"
+    assert rewrite(service, Q_ENTITY, answer, "他们有多少家企业？")[0] == "钱塘新区有多少家企业？"
+
+
+def test_a_place_answer_is_not_what_the_next_turn_asks_about(service):
+    # "总部设在哪里" is answered with a place; "它的董事长" still means the company.
+    text, _ = rewrite(service, "米奥会展的总部设在哪里？", "杭州滨江区。", "它的董事长是谁？")
+    assert text == "米奥会展的董事长是谁？"
+
+
+def test_an_earlier_subject_is_still_a_candidate_two_turns_on(service):
+    """A turn in between that names something else of another kind does not hide the park the
+    chat began with from "这个园区"."""
+    text, _ = rewrite(service, "杭州医药港是哪一年挂牌的？", "2018年5月。", "辉瑞是哪一年进驻的？", "2019年。",
+                      "这个园区有多少家企业？")
+    assert text == "杭州医药港有多少家企业？"
+
+
+def test_the_subject_grows_over_the_words_the_articles_write_with_it(service):
+    # jieba splits 贵州 | 电商 | 云; the articles write 贵州电商云 together, so it is one subject.
+    text, _ = rewrite(service, "贵州电商云在疫情期间服务了多少客户？", "…", "它一季度增长了多少？")
+    assert text == "贵州电商云一季度增长了多少？"
+
+
+def test_the_subject_a_rewrite_put_in_counts_less_than_the_words_asked(service):
+    builder = service.require().pipeline.queries
+    query = builder.from_turns([Turn("user", "杭州医药港是哪一年挂牌的？"), Turn("assistant", "2018年5月。"),
+                                Turn("user", "它的规划面积是多少？")])
+    weights = {word: weight for word, _, weight in query.terms}
+    assert weights["杭州医药港"] == builder.config.given_term_weight < weights["面积"] == 1.0
+    # Typed by the user, the same subject counts in full.
+    alone = builder.from_text("杭州医药港的规划面积是多少？")
+    assert {word: weight for word, _, weight in alone.terms}["杭州医药港"] == 1.0
+
+
+def test_a_turn_that_may_be_a_follow_up_is_answered_the_way_the_judge_believes(service):
+    """"去年营收达到了多少？" names a word of its own (营收), yet after a question about a company
+    it asks about that company: both readings are answered and the surer one is given."""
+    first = "乐链成立于哪一年？"
+    turns = [Turn("user", first), Turn("assistant", service.ask(first).text), Turn("user", "去年营收达到了多少？")]
+    readings = service.require().pipeline.queries.readings(turns)
+    assert [q.text for q in readings] == ["去年营收达到了多少？", "乐链去年营收达到了多少？"]
+    answer = service.chat(turns)
+    pipe = service.require().pipeline
+    confidences = [pipe.answer(q, 5).confidence for q in readings]
+    assert answer.confidence == pytest.approx(max(confidences))
+    assert answer.question == "乐链去年营收达到了多少？" and "乐链" in answer.citations[0].text
+    # A first turn has one reading.
+    assert len(pipe.queries.readings([Turn("user", first)])) == 1
