@@ -96,12 +96,13 @@ def build_pipeline(
     # The shipped weights file may be absent (the code's defaults then); one named in the settings may not.
     reader_cfg = load_weights(weights, **rest) if weights.is_file() or settings.reader_weights_path else ReaderConfig(**rest)
     judge_path = settings.judge_path or (DEFAULT_JUDGE_MODEL_READER if use_model else DEFAULT_JUDGE)
-    reader = Reader(data, reader_cfg, sentence_model if use_model else None)
+    retriever = Retriever(data, settings)
+    reader = Reader(data, reader_cfg, sentence_model if use_model else None, near=retriever.near_sentences)
     articles = "\n".join(match_key(d.text) for d in data.documents.values())
     return Pipeline(
         QueryBuilder(data.tokenizer, encode_many, QueryConfig(max_question_chars=settings.max_question_chars),
                      mine_aliases(d.text for d in data.documents.values()), articles.__contains__),
-        Retriever(data, settings),
+        retriever,
         reader,
         Judge(data, JudgeConfig(judge_path, settings.abstain_threshold)),
         ExtractiveWriter(data, WriterConfig(max_chars=settings.answer_max_chars), coverage=reader.coverage),

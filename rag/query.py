@@ -319,7 +319,7 @@ class QueryBuilder:
         else:
             combined = focus = self.encode_many([text + "".join(f"（{a.other}）" for a in aliases)])[0]
         return Query(text, tuple(tokens), tuple(weights), combined, tuple(terms.values()), focus,
-                     asked or text, rewritten, near, aliases)
+                     asked or text, rewritten, near, tuple(sorted(given_words & terms.keys())), aliases)
 
     def from_text(self, raw: str) -> Query:
         """The Query for text typed on its own (a search).

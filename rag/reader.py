@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -140,10 +140,13 @@ def novelty(text_key: str, pattern: re.Pattern[str] | None) -> float:
 class Reader:
     """Scores every sentence of the hits; the best first. Light: keys are built once per index."""
 
-    def __init__(self, data: IndexData, config: ReaderConfig | None = None, model: SentenceModel | None = None) -> None:
+    def __init__(self, data: IndexData, config: ReaderConfig | None = None, model: SentenceModel | None = None,
+                 near: Callable[[str], set[int]] | None = None) -> None:
         self.data = data
         self.config = config or ReaderConfig()
         self.model = model
+        # Which sentences are near those a previous answer cited (Retriever.near_sentences).
+        self.near = near
         self._sentence_keys = [match_key(s.text) for s in data.sentences]
         # What a sentence leaves implicit is often in its section title or the sentence before;
         # not when the one before is an item of a list in semicolons ("A主攻X；B主攻Y；"): each
@@ -157,11 +160,12 @@ class Reader:
             for i, s in enumerate(sents)
         ]
 
-    def coverage(self, query: Query, text_key: str) -> float:
+    def coverage(self, query: Query, text_key: str, given: Collection[str] = ()) -> float:
         """Share of the question's words (idf- and turn-weighted) present in the text.
 
-        A word counts in full when it occurs as a substring, else by the share
-        of its sub-words that do (names are often shortened in the text).
+        A word counts in full when it occurs as a substring, or is one of ``given`` (the
+        conversation has named it), else by the share of its sub-words that do (names are
+        often shortened in the text).
         """
         kw = self.data.keyword
         text_key = with_aliases(text_key, query.aliases)
@@ -169,7 +173,7 @@ class Reader:
         for word, subs, weight in query.terms:
             w = kw.token_idf(word) ** self.config.idf_power * weight
             total += w
-            if lang.contains_word(text_key, word):
+            if word in given or lang.contains_word(text_key, word):
                 found += w
             elif subs:
                 found += w * sum(s in text_key for s in subs) / len(subs)
@@ -189,6 +193,9 @@ class Reader:
         asks_reason = bool(lang.ASKS_REASON.search(question))
         asks_name = bool(lang.ASKS_NAME.search(question))
         echo = echo_pattern(query)
+        # Near what the previous answer cited, the subject the conversation named is there
+        # whether or not the sentence repeats it.
+        near = self.near(query.near) if self.near is not None and query.near and query.given else set()
         for hit in hits:
             ids = [i for i in hit.chunk.sent_ids if i not in seen]
             if not ids:
@@ -203,8 +210,10 @@ class Reader:
                 key = self._sentence_keys[sid]
                 misses = lang.lacks_value(value, sent.text) or (asks_reason and not lang.HAS_REASON.search(sent.text)) or (
                     asks_name and not lang.HAS_NAME.search(sent.text))
+                given = query.given if sid in near else ()
                 out.append((sent, hit, float(dc), Features(
-                    float(d), self.coverage(query, key), self.coverage(query, self._context_keys[sid]), passage,
+                    float(d), self.coverage(query, key, given), self.coverage(query, self._context_keys[sid], given),
+                    passage,
                     float(not sent.text.endswith(lang.TERMINAL)), float(misses),
                     max(0.0, 0.3 - novelty(key, echo)) / 0.3)))
         return out

@@ -122,18 +122,20 @@ class Retriever:
             found.update(self._prefixes.get(key[start : start + CITED_PREFIX_CHARS], ()))
         return found
 
-    def near_passages(self, answer: str) -> set[int]:
-        """Passages holding a sentence within ``follow_up_window`` sentences (same document)
-        of one ``answer`` cites."""
+    def near_sentences(self, answer: str) -> set[int]:
+        """Sentences within ``follow_up_window`` sentences (same document) of one ``answer`` cites."""
         sentences = self.data.sentences
         w = self.settings.follow_up_window
         near: set[int] = set()
         for sid in self.cited_sentences(answer):
             doc = sentences[sid].doc_id
-            for other in range(max(sid - w, 0), min(sid + w + 1, len(sentences))):
-                if sentences[other].doc_id == doc:
-                    near.update(self._owners.get(other, ()))
+            near.update(other for other in range(max(sid - w, 0), min(sid + w + 1, len(sentences)))
+                        if sentences[other].doc_id == doc)
         return near
+
+    def near_passages(self, answer: str) -> set[int]:
+        """Passages holding a sentence near one ``answer`` cites (:meth:`near_sentences`)."""
+        return {p for sid in self.near_sentences(answer) for p in self._owners.get(sid, ())}
 
     def keyword(self, query: Query, k: int) -> list[tuple[int, float]]:
         return self.data.keyword.search(query.tokens, k, query.token_weights)

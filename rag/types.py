@@ -120,6 +120,9 @@ class Query:
     # A follow-up's previous answer: passages near the sentences it cited are where the
     # conversation is, and retrieval favours them.
     near: str = ""
+    # Words of the subject a follow-up's rewrite took from earlier turns: a sentence near what the
+    # previous answer cited need not repeat them ("夺冠的选手叫…" after a question about the race).
+    given: tuple[str, ...] = ()
     # Declared names (short, or long) the question mentions, with their other form.
     aliases: tuple[Mention, ...] = ()
 

@@ -95,3 +95,19 @@ def test_a_turn_that_may_be_a_follow_up_is_answered_the_way_the_judge_believes(s
     assert answer.question == "乐链去年营收达到了多少？" and "乐链" in answer.citations[0].text
     # A first turn has one reading.
     assert len(pipe.queries.readings([Turn("user", first)])) == 1
+
+
+def test_near_the_previous_citation_a_sentence_need_not_repeat_the_subject(service):
+    """"我们正式入驻钱塘…" answers when it follows the sentence the previous answer cited about
+    the group: the conversation has named it. Without that history the same question finds no
+    sentence that names the group and states a date."""
+    import dataclasses
+
+    first = "米兰华夏集团的总部在哪个城市？"
+    turns = [Turn("user", first), Turn("assistant", service.ask(first).text), Turn("user", "他们什么时候正式入驻钱塘的？")]
+    pipe = service.require().pipeline
+    query = pipe.queries.from_turns(turns)
+    assert query.text == "米兰华夏集团什么时候正式入驻钱塘的？" and set(query.given) == {"米兰", "华夏", "集团"}
+    answer = pipe.answer(query, 5)
+    assert not answer.abstained and "2022年7月1日" in answer.text
+    assert "2022年7月1日" not in pipe.answer(dataclasses.replace(query, near=""), 5).text
