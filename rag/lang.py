@@ -105,8 +105,9 @@ ASKS_MONEY = re.compile(
     rf"|(?:多少|几)[^，,。？?个家项名所座条件]{{0,4}}?(?:{_MONEY})"
 )
 ASKS_CHANGE = re.compile(r"增长|增加|提高|提升|下降|减少|降低|翻|涨")
-# Large sums often drop the 元: "约20亿", "500万".
-MONEY_VALUE = re.compile(rf"[\d{NUMERALS}]\s*(?:多|余)?\s*(?:(?:万亿|亿|万)|(?:千)?\s*(?:元|美元|欧元|港元|日元))")
+# Large sums often drop the 元: "约20亿", "500万"; or name no number at all: "营收过亿", "破亿".
+MONEY_VALUE = re.compile(rf"[\d{NUMERALS}]\s*(?:多|余)?\s*(?:(?:万亿|亿|万)|(?:千)?\s*(?:元|美元|欧元|港元|日元))"
+                         r"|[过破上超逾数]\s*(?:百|千)?\s*(?:万亿|亿|万元)")
 # Years the question or answer names ("2021年度", "2023—2025年": every year of a range).
 YEARS = re.compile(r"(?<!\d)((?:19|20)\d{2})(?:\s*[-—–~至到]\s*((?:19|20)\d{2}))?(?=\s*年)")
 # A development zone is named by what precedes its generic suffix ("某某经济技术开发区").
