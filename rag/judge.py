@@ -133,6 +133,10 @@ class Judge:
         self.model: JudgeModel | None = None
         self._corpus_key = "\n".join(match_key(d.text) for d in data.documents.values())
 
+    def written(self, key: str) -> bool:
+        """Do the articles write ``key`` (a match_key) anywhere?"""
+        return key in self._corpus_key
+
     def warm_up(self) -> None:
         if self.model is None:
             self.model = JudgeModel.load(self.config.path)
@@ -266,7 +270,7 @@ class Judge:
                 name = word
             else:
                 continue
-            if len(name) >= 2 and tok.place_like(name) and match_key(name) not in self._corpus_key:
+            if len(name) >= 2 and tok.place_like(name) and not self.written(match_key(name)):
                 return name
         return None
 

@@ -19,7 +19,6 @@ from rag.judge import DEFAULT_JUDGE, DEFAULT_JUDGE_MODEL_READER, Judge, JudgeCon
 from rag.query import QueryBuilder, QueryConfig, Turn
 from rag.reader import DEFAULT_WEIGHTS, Reader, ReaderConfig, group_text, load_weights
 from rag.retrieval import MODES, Retriever
-from rag.text import match_key
 from rag.types import Answer, Hit, Query
 from rag.writer import ExtractiveWriter, WriterConfig
 
@@ -98,13 +97,13 @@ def build_pipeline(
     judge_path = settings.judge_path or (DEFAULT_JUDGE_MODEL_READER if use_model else DEFAULT_JUDGE)
     retriever = Retriever(data, settings)
     reader = Reader(data, reader_cfg, sentence_model if use_model else None, near=retriever.near_sentences)
-    articles = "\n".join(match_key(d.text) for d in data.documents.values())
+    judge = Judge(data, JudgeConfig(judge_path, settings.abstain_threshold))
     return Pipeline(
         QueryBuilder(data.tokenizer, encode_many, QueryConfig(max_question_chars=settings.max_question_chars),
-                     mine_aliases(d.text for d in data.documents.values()), articles.__contains__),
+                     mine_aliases(d.text for d in data.documents.values()), judge.written),
         retriever,
         reader,
-        Judge(data, JudgeConfig(judge_path, settings.abstain_threshold)),
+        judge,
         ExtractiveWriter(data, WriterConfig(max_chars=settings.answer_max_chars), coverage=reader.coverage),
     )
 
