@@ -103,8 +103,7 @@ class QueryBuilder:
         """What a follow-up to (question, answer) may refer to, likeliest first.
 
         The name an entity question was answered with (the answer's lead,
-        "江东芯谷。…"), then the question's own subject: its first name-like word
-        (a corpus dictionary word or proper noun), grown over a name's suffix.
+        "江东芯谷。…"), then the question's own subject (:meth:`topic`).
         """
         out: list[str] = []
         answer = _clean(answer)
@@ -136,8 +135,8 @@ class QueryBuilder:
     def topic(self, question: str) -> str | None:
         """The first name-like stretch of a question ("西湖科技园是…" -> 西湖科技园).
 
-        The first name-like word, grown over the words right after it that the articles
-        write together with it ("贵州" + "电商云"), then over a zone or organisation suffix.
+        The first name-like word (a corpus dictionary word, a proper noun or a word jieba
+        does not know), grown over the words right after it that the articles write together with it ("贵州" + "电商云"), then over a zone or organisation suffix.
         A quoted name after 的 is the subject itself ("钱塘新区的“投资之家”" names 投资之家).
         """
         text = normalize_width(question).lower()
@@ -266,10 +265,6 @@ class QueryBuilder:
                 at = start + len(word)
         return spans
 
-    def _first_word(self, text: str) -> str:
-        spans = self._word_spans(text)
-        return spans[0][1] if spans and spans[0][0] == 0 else ""
-
     def _noun_after(self, rest: str) -> str | None:
         """The noun right after a demonstrative ("这家企业的…" -> 企业), if a word of 2+ characters."""
         spans = self._word_spans(rest)
@@ -345,22 +340,24 @@ class QueryBuilder:
                 raise ValueError(f"Unknown role '{t.role}'. Choose one of {list(ROLES)}")
         if turns[-1].role != "user":
             raise ValueError("the last message must be a user turn")
-        typed = normalize_question(turns[-1].content, self.config.max_question_chars)
-        # Earlier turns are read in their retrieval form too; they are never rejected.
-        normalised = [*(Turn(t.role, retrieval_text(t.content)) for t in turns[:-1]), Turn("user", typed.text)]
-        r = self.rewrite(normalised)
-        return self.build(r.text, r.context, asked=typed.display, rewritten=r.rewritten, near=r.near, given=r.given)
+        return self._from_turns(turns, force=False)
 
     def readings(self, turns: Sequence[Turn]) -> list[Query]:
         """The ways to read the last turn: as :meth:`from_turns`, and, when it does not look like
         a follow-up but has history, also as one ("去年营收达到了多少？" names a word of its own
-        yet asks about the company before). The judge's probability chooses between them."""
+        yet asks about the company before). The judge's probability chooses between them.
+
+        Raises: as :meth:`from_turns`.
+        """
         first = self.from_turns(turns)
         if len(turns) < 2 or first.rewritten:
             return [first]
+        other = self._from_turns(turns, force=True)
+        return [first, other] if other.rewritten else [first]
+
+    def _from_turns(self, turns: Sequence[Turn], force: bool) -> Query:
         typed = normalize_question(turns[-1].content, self.config.max_question_chars)
+        # Earlier turns are read in their retrieval form too; they are never rejected.
         normalised = [*(Turn(t.role, retrieval_text(t.content)) for t in turns[:-1]), Turn("user", typed.text)]
-        r = self.rewrite(normalised, force=True)
-        if not r.rewritten:
-            return [first]
-        return [first, self.build(r.text, r.context, asked=typed.display, rewritten=True, near=r.near, given=r.given)]
+        r = self.rewrite(normalised, force)
+        return self.build(r.text, r.context, asked=typed.display, rewritten=r.rewritten, near=r.near, given=r.given)
