@@ -205,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--report", type=Path, help="markdown report path; default eval/reports/eval-<split>.md")
     ev.add_argument("--url", help="evaluate a running server at this base URL instead of in-process")
     ev.add_argument("--no-ablations", action="store_true", help="skip keyword-only and dense-only runs")
+    ev.add_argument("--checks", type=Path, nargs="?", const=True, default=None, metavar="DIR",
+                    help="also score the hand-written check sets (default folder rag/data: 640 answerable and 213 "
+                         "near-miss questions, 123 dialogues; under a minute in-process)")
     ev.set_defaults(func=_cmd_eval)
 
     judge = sub.add_parser("judge", help="the judge that decides to answer or abstain")

@@ -505,11 +505,18 @@ def run_eval_command(args: Any, settings: Settings) -> int:
         f"judge={judge_file}, abstain_threshold={settings.abstain_threshold or 'the judge’s'}."
     )
     report = render_report(args.split, runs, chat, note, judge_lines)
+    checks: list[str] = []
+    if args.checks:
+        folder = CHECKS_DIR if args.checks is True else args.checks
+        checks = check_lines(backend, folder, lambda x: tqdm(x, desc="checks ", unit="q"))
+        report = report.rstrip("\n") + "\n\n" + "\n".join(checks)
     out = args.report or Path(f"eval/reports/eval-{args.split}.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report, encoding="utf-8")
     summary = report.split("## By type")[0]
     print(summary)
+    if checks:
+        print("\n".join(checks))
     print(f"Report with every failure: {out}")
     if args.json_out:
         payload = {
@@ -612,6 +619,44 @@ def load_questions(path: Path = HAND_WRITTEN) -> list[GoldItem]:
 
     return [GoldItem(f"h-{i}", r["question"], (r["answer"],), r["evidence"], r.get("doc_id"), "hand-written", "dev")
             for i, r in enumerate(load_rows(path)) if r.get("evidence")]
+
+
+# The hand-written check sets beside it (helpers wrote them without opening eval/; not gold, and
+# nothing shipped is fitted on them): `rag eval --checks` scores them.
+CHECKS_DIR = HAND_WRITTEN.parent
+CHECK_FILES = {"answerable": HAND_WRITTEN.name, "unanswerable": "extra_unanswerable.jsonl", "dialogues": "extra_chats.jsonl"}
+
+
+def load_unanswerable(path: Path) -> list[GoldItem]:
+    """Hand-written near-miss questions (``answer`` null) as gold items, typed by their ``kind``."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [GoldItem(f"u-{i}", r["question"], (), None, None, r.get("kind") or "unanswerable", "dev")
+            for i, r in enumerate(rows) if not r.get("answer")]
+
+
+def check_lines(backend: Backend, folder: Path = CHECKS_DIR,
+                progress: Callable[[Iterable[Any]], Iterable[Any]] = lambda x: x) -> list[str]:
+    """The report section scoring the hand-written check sets found in ``folder``."""
+    lines = ["## Hand-written checks", "", f"Sets in `{folder}` (not gold; nothing shipped is fitted on them).", "",
+             "| set | n | result |", "|---|---|---|"]
+    path = folder / CHECK_FILES["answerable"]
+    if path.is_file():
+        m = metrics(run_questions(backend, load_questions(path), "hybrid", progress))
+        lines.append(f"| {path.name} | {int(m['questions'] or 0)} | right {_fmt(m['answer_accuracy'], '')}, "
+                     f"citation {_fmt(m['citation_hit'], '')}, declined {_fmt(m['false_abstention'], '')} |")
+    path = folder / CHECK_FILES["unanswerable"]
+    if path.is_file():
+        results = run_questions(backend, load_unanswerable(path), "hybrid", progress)
+        kinds = sorted({r.item.type for r in results})
+        by_kind = ", ".join(f"{k} {sum(r.abstained for r in results if r.item.type == k)}/"
+                            f"{sum(r.item.type == k for r in results)}" for k in kinds)
+        lines.append(f"| {path.name} | {len(results)} | declined {_fmt(metrics(results)['abstention'], '')} "
+                     f"({by_kind}) |")
+    path = folder / CHECK_FILES["dialogues"]
+    if path.is_file():
+        follow = [r for r in run_chats(backend, load_chat(path)) if not r.item.id.endswith(".1")]
+        lines.append(f"| {path.name} | {len(follow)} follow-ups | right {_fmt(_rate([r.correct for r in follow]), '')} |")
+    return [*lines, ""]
 
 
 def load_dev(gold: Sequence[Path] = (Path("eval/gold.jsonl"),),

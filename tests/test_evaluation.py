@@ -204,3 +204,31 @@ def test_judge_fit_command_fits_on_dev_holds_on_hand_written_questions_and_refus
     assert 0.0 < model.threshold < 1.0
     refused = subprocess.run([RAG, "judge", "fit", "--split", "test", "--out", str(out)], capture_output=True, text=True)
     assert refused.returncode == 1 and "dev split only" in refused.stderr
+
+
+def test_rag_eval_scores_the_hand_written_check_sets(base_url, tmp_path):
+    """`rag eval --checks DIR` adds a section for the check sets it finds there: answerable
+    questions (right, declined), near-miss ones (declined, by kind) and dialogues (follow-ups)."""
+    from rag.evaluation import CHECK_FILES, CHECKS_DIR
+
+    for name in CHECK_FILES.values():  # a few lines of each shipped set
+        lines = (CHECKS_DIR / name).read_text(encoding="utf-8").splitlines(keepends=True)
+        (tmp_path / name).write_text("".join(lines[:4]), encoding="utf-8")
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text(json.dumps({"id": "t-1", "question": "杭州医药港已集聚各类生物医药企业多少家？", "answers": ["1000余家"],
+                                "evidence": "杭州医药港已集聚各类生物医药企业1000余家",
+                                "source": "002_7d98f7ccd894a9c1.txt", "type": "number", "split": "dev"},
+                               ensure_ascii=False) + "\n", encoding="utf-8")
+    report = tmp_path / "report.md"
+    done = subprocess.run([RAG, "eval", "--url", base_url, "--gold", str(gold), "--split", "dev", "--no-ablations",
+                           "--checks", str(tmp_path), "--report", str(report)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    section = report.read_text(encoding="utf-8").split("## Hand-written checks", 1)[1]
+    rows = {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| extra_")}
+    assert set(rows) == set(CHECK_FILES.values())
+    assert "| 4 | right " in rows["extra_questions.jsonl"]
+    assert "| 4 | declined " in rows["extra_unanswerable.jsonl"]
+    dialogues = rows["extra_chats.jsonl"]
+    follow_ups = int(dialogues.split("|")[2].split()[0])
+    assert follow_ups >= 4 and "right " in dialogues  # 4 dialogues of 2 or 3 turns
+    assert "## Hand-written checks" in done.stdout
