@@ -629,9 +629,8 @@ CHECK_FILES = {"answerable": HAND_WRITTEN.name, "unanswerable": "extra_unanswera
 
 def load_unanswerable(path: Path) -> list[GoldItem]:
     """Hand-written near-miss questions (``answer`` null) as gold items, typed by their ``kind``."""
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [GoldItem(f"u-{i}", r["question"], (), None, None, r.get("kind") or "unanswerable", "dev")
-            for i, r in enumerate(rows) if not r.get("answer")]
+    return [GoldItem(f"u-{n}", r["question"], (), None, None, r.get("kind") or "unanswerable", "dev")
+            for n, r in _read_jsonl(path) if not r.get("answer")]
 
 
 def check_lines(backend: Backend, folder: Path = CHECKS_DIR,

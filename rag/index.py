@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from rag.ingest.store import clean_source, load_sources
 from rag.keyword import KeywordIndex
 from rag.store import faiss_store, milvus_store
 from rag.store.base import REBUILD_HINT, IndexNotReady, SentenceVectors, Store, StoreUnavailable
-from rag.text import Tokenizer, mine_user_words
+from rag.text import Tokenizer, match_key, mine_user_words
 from rag.types import Chunk, CleanDocument, Heading, Segment, Sentence
 
 __all__ = ["BuildReport", "IndexData", "IndexNotReady", "StoreUnavailable", "index_version", "load_index",
@@ -83,6 +84,15 @@ class IndexData:
     sentence_vectors: SentenceVectors  # ``[ids]`` fetches from the store
     keyword: Any  # the store's keyword search (``search``, ``token_idf``)
     tokenizer: Tokenizer
+
+    @cached_property
+    def articles_key(self) -> str:
+        """Every document's text as one match key, built on first use."""
+        return "\n".join(match_key(d.text) for d in self.documents.values())
+
+    def written(self, key: str) -> bool:
+        """Do the articles write ``key`` (a match key) anywhere?"""
+        return key in self.articles_key
 
 
 # --- build ------------------------------------------------------------------

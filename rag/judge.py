@@ -131,16 +131,12 @@ class Judge:
         self.data = data
         self.config = config or JudgeConfig()
         self.model: JudgeModel | None = None
-        self._corpus_key = "\n".join(match_key(d.text) for d in data.documents.values())
-
-    def written(self, key: str) -> bool:
-        """Do the articles write ``key`` (a match_key) anywhere?"""
-        return key in self._corpus_key
 
     def warm_up(self) -> None:
         if self.model is None:
             self.model = JudgeModel.load(self.config.path)
         self.data.tokenizer.place_like("")  # load jieba's proper-noun list now, not in the first request
+        self.data.articles_key  # noqa: B018 - and join the articles' text now, for the same reason
 
     @property
     def threshold(self) -> float:
@@ -270,7 +266,7 @@ class Judge:
                 name = word
             else:
                 continue
-            if len(name) >= 2 and tok.place_like(name) and not self.written(match_key(name)):
+            if len(name) >= 2 and tok.place_like(name) and not self.data.written(match_key(name)):
                 return name
         return None
 

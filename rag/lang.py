@@ -116,8 +116,8 @@ ZONE = re.compile(r"(?:国家级)?(?:高新技术产业开发区|经济技术开
 # words (城市, 上市, 大都市, 各市, 鱼米之乡).
 COUNTY = "县"
 ORDINAL = re.compile(rf"第\s*[\d{NUMERALS}]+")
-CLAUSE = re.compile(r"[^，,；;：:。！？!?]+[，,；;：:。！？!?]*")
 CLAUSE_BREAK = re.compile(r"[，,；;：:。！？!?]")
+CLAUSE = re.compile(rf"[^{CLAUSE_BREAK.pattern[1:-1]}]+{CLAUSE_BREAK.pattern}*")
 TERMINAL = tuple("。！？!?；;…”\"）)")
 LIST_ITEM_END = ("；", ";")  # a sentence ending so is one item of a list whose items name their own subjects
 MARKER = re.compile(r"\[\d+\]")

@@ -64,7 +64,6 @@ class Pipeline:
         # The writer returns its passages with the cited ones first.
         return replace(answer, hits=tuple([*answer.hits, *hits[len(answer.hits) :]][:k]))
 
-
     def answer_turns(self, turns: Sequence[Turn], k: int, mode: str = "hybrid") -> tuple[Query, Answer]:
         """Answer the last turn of a chat. A turn that may or may not lean on the ones before
         (:meth:`QueryBuilder.readings`) is answered both ways, and the answer the judge believes
@@ -100,7 +99,7 @@ def build_pipeline(
     judge = Judge(data, JudgeConfig(judge_path, settings.abstain_threshold))
     return Pipeline(
         QueryBuilder(data.tokenizer, encode_many, QueryConfig(max_question_chars=settings.max_question_chars),
-                     mine_aliases(d.text for d in data.documents.values()), judge.written),
+                     mine_aliases(d.text for d in data.documents.values()), data.written),
         retriever,
         reader,
         judge,

@@ -17,7 +17,7 @@ import numpy as np
 
 from rag import lang
 from rag.aliases import Alias, mentions
-from rag.normalize import normalize_question, retrieval_text
+from rag.normalize import NormalizedQuestion, normalize_question, retrieval_text
 from rag.text import match_key, normalize_width
 from rag.types import Query
 
@@ -170,17 +170,27 @@ class QueryBuilder:
     def rewrite(self, turns: Sequence[Turn], force: bool = False) -> Rewrite:
         """The last user turn as a standalone question (see :class:`Rewrite`); ``force`` reads
         it as a follow-up even when it does not look like one."""
-        question = turns[-1].content.strip()
+        return self._read(turns[-1].content.strip(), self._history(turns), force)
+
+    def _history(self, turns: Sequence[Turn]) -> tuple[Rewrite, str, tuple[str, ...]] | None:
+        """What the last turn may lean on: the previous question made standalone, its answer, and
+        what the conversation is about, likeliest first; None for a first question."""
         users = [i for i, t in enumerate(turns[:-1]) if t.role == "user"]
         if not users:
-            return Rewrite(question)
+            return None
         last = users[-1]
-        # The previous question, itself made standalone first.
         previous = self.rewrite(turns[: last + 1])
         answer = next((t.content for t in turns[last + 1 : -1] if t.role == "assistant"), "")
-        # What the conversation is about, likeliest first: the previous turn's subjects, then
-        # those before it ("这个园区" two turns on may still mean the park the chat began with).
+        # The previous turn's subjects, then those before it ("这个园区" two turns on may still
+        # mean the park the chat began with).
         about = tuple(dict.fromkeys([*self.subjects(previous.text, answer), *previous.about]))[: self.config.max_subjects]
+        return previous, answer, about
+
+    def _read(self, question: str, history: tuple[Rewrite, str, tuple[str, ...]] | None, force: bool) -> Rewrite:
+        """``question`` read against ``history`` (:meth:`_history`)."""
+        if history is None:
+            return Rewrite(question)
+        previous, answer, about = history
         if not (force or self.leans_on_history(question)):
             return Rewrite(question, about=about)
         c = self.config
@@ -279,8 +289,7 @@ class QueryBuilder:
         tok = self.tokenizer
         # The subject a rewrite put in: the sentence that answers often names it only in the
         # sentence before ("我们正式入驻…"), so in scoring it counts less than the words asked.
-        typed = {w for w, _ in tok.terms(asked or text)}
-        given_words = {w for w, _ in tok.terms(given)} - typed
+        given_words = {w for w, _ in tok.terms(given)} - {w for w, _ in tok.terms(asked or text)} if given else set()
         tokens: list[str] = []
         weights: list[float] = []
         terms: dict[str, tuple[str, tuple[str, ...], float]] = {}
@@ -333,14 +342,8 @@ class QueryBuilder:
             ValueError: no turns, an unknown role, or the last turn is not the user's.
             QuestionRejected: the last turn is empty once normalised, or over the length limit.
         """
-        if not turns:
-            raise ValueError("messages must hold at least one turn")
-        for t in turns:
-            if t.role not in ROLES:
-                raise ValueError(f"Unknown role '{t.role}'. Choose one of {list(ROLES)}")
-        if turns[-1].role != "user":
-            raise ValueError("the last message must be a user turn")
-        return self._from_turns(turns, force=False)
+        typed, normalised = self._normalise(turns)
+        return self._query(typed, self.rewrite(normalised))
 
     def readings(self, turns: Sequence[Turn]) -> list[Query]:
         """The ways to read the last turn: as :meth:`from_turns`, and, when it does not look like
@@ -349,15 +352,27 @@ class QueryBuilder:
 
         Raises: as :meth:`from_turns`.
         """
-        first = self.from_turns(turns)
-        if len(turns) < 2 or first.rewritten:
-            return [first]
-        other = self._from_turns(turns, force=True)
-        return [first, other] if other.rewritten else [first]
+        typed, normalised = self._normalise(turns)
+        question, history = normalised[-1].content.strip(), self._history(normalised)
+        first = self._read(question, history, force=False)
+        readings = [first]
+        if history is not None and not first.rewritten:
+            other = self._read(question, history, force=True)
+            if other.rewritten:
+                readings.append(other)
+        return [self._query(typed, r) for r in readings]
 
-    def _from_turns(self, turns: Sequence[Turn], force: bool) -> Query:
+    def _normalise(self, turns: Sequence[Turn]) -> tuple[NormalizedQuestion, list[Turn]]:
+        if not turns:
+            raise ValueError("messages must hold at least one turn")
+        for t in turns:
+            if t.role not in ROLES:
+                raise ValueError(f"Unknown role '{t.role}'. Choose one of {list(ROLES)}")
+        if turns[-1].role != "user":
+            raise ValueError("the last message must be a user turn")
         typed = normalize_question(turns[-1].content, self.config.max_question_chars)
         # Earlier turns are read in their retrieval form too; they are never rejected.
-        normalised = [*(Turn(t.role, retrieval_text(t.content)) for t in turns[:-1]), Turn("user", typed.text)]
-        r = self.rewrite(normalised, force)
+        return typed, [*(Turn(t.role, retrieval_text(t.content)) for t in turns[:-1]), Turn("user", typed.text)]
+
+    def _query(self, typed: NormalizedQuestion, r: Rewrite) -> Query:
         return self.build(r.text, r.context, asked=typed.display, rewritten=r.rewritten, near=r.near, given=r.given)

@@ -126,19 +126,6 @@ def save_weights(path: Path, weights: dict[str, float], info: dict[str, Any]) ->
     tmp.replace(path)  # a crash leaves the old file or the new one, never half of one
 
 
-def context_key(sentences: Sequence[Sentence], i: int) -> str:
-    """The match key of sentence ``i`` read in its context: its section title and the sentence before.
-
-    What a sentence leaves implicit is often there; not in the sentence before when that is an
-    item of a list in semicolons ("A主攻X；B主攻Y；"): each item names its own subject, and
-    would lend its attribute to the next.
-    """
-    s = sentences[i]
-    before = sentences[i - 1] if i else None
-    lent = before is not None and before.doc_id == s.doc_id and not before.text.endswith(lang.LIST_ITEM_END)
-    return match_key(s.title) + (match_key(before.text) if lent else "") + match_key(s.text)
-
-
 def echo_pattern(query: Query) -> re.Pattern[str] | None:
     """One regex matching any of the question's words or sub-words, longest first."""
     pieces = sorted({p for word, subs, _ in query.terms for p in (word, *subs)}, key=len, reverse=True)
@@ -165,7 +152,17 @@ class Reader:
         # Which sentences are near those a previous answer cited (Retriever.near_sentences).
         self.near = near
         self._sentence_keys = [match_key(s.text) for s in data.sentences]
-        self._context_keys = [context_key(data.sentences, i) for i in range(len(data.sentences))]
+        # What a sentence leaves implicit is often in its section title or the sentence before;
+        # not when the one before is an item of a list in semicolons ("A主攻X；B主攻Y；"): each
+        # item names its own subject, and would borrow the attribute of the one before.
+        sents = data.sentences
+        self._context_keys = [
+            match_key(s.title)
+            + (self._sentence_keys[i - 1] if i and sents[i - 1].doc_id == s.doc_id
+               and not sents[i - 1].text.endswith(lang.LIST_ITEM_END) else "")
+            + self._sentence_keys[i]
+            for i, s in enumerate(sents)
+        ]
 
     def coverage(self, query: Query, text_key: str, given: Collection[str] = ()) -> float:
         """Share of the question's words (idf- and turn-weighted) present in the text.

@@ -121,7 +121,7 @@ class Query:
     # conversation is, and retrieval favours them.
     near: str = ""
     # Words of the subject a follow-up's rewrite took from earlier turns: a sentence near what the
-    # previous answer cited need not repeat them ("夺冠的选手叫…" after a question about the race).
+    # previous answer cited need not repeat them ("我们正式入驻钱塘…" after a question about a group).
     given: tuple[str, ...] = ()
     # Declared names (short, or long) the question mentions, with their other form.
     aliases: tuple[Mention, ...] = ()
