@@ -588,8 +588,9 @@ class DevTurn:
     answer: str
 
 
-def dev_pipeline(settings: Settings) -> Pipeline:
-    """The stages over the built index, with the trained reader when the settings ask for it."""
+def dev_pipeline(settings: Settings, default_weights: bool = False) -> Pipeline:
+    """The stages over the built index, with the trained reader when the settings ask for it
+    (``default_weights``: as :func:`rag.pipeline.build_pipeline`)."""
     from rag.embedding import weights_fingerprint
     from rag.index import load_index
     from rag.pipeline import build_pipeline, reader_settings
@@ -605,7 +606,7 @@ def dev_pipeline(settings: Settings) -> Pipeline:
 
         model = CrossEncoderReader(reader_dir)
         model.warm_up()
-    return build_pipeline(settings, data, service.encoder.encode_many, model)
+    return build_pipeline(settings, data, service.encoder.encode_many, model, default_weights)
 
 
 # Questions written from the articles that neither the gold set nor the tuned embedder's training

@@ -38,6 +38,10 @@ RULE_FEATURES = (
     # value_miss split by the kind of value asked: a missing date is a surer sign than a
     # missing count (counts are written in more ways than the patterns know).
     "unit_miss", "date_miss", "number_miss", "missing_word", "money_miss",
+    # value_miss of the sentence the reader ranks first when it does not look for the asked
+    # attribute: a near-miss's own subject sentence lacks the value, while the attribute can
+    # lead the reader to a sentence stating it of something else (a sibling's figure).
+    "plain_value_miss",
 )
 MODEL_FEATURES = ("model_best", "model_max")
 # Candidate signal sets, from few to all; `rag judge fit` keeps the one whose cross-validated
@@ -48,7 +52,7 @@ FEATURE_SETS = {
     "compact": ("confidence_rules", "margin", "best_score", "value_miss", "unknown_place", "year_conflict",
                 "person_miss", "zone_miss", "asks_entity", "asks_value", "top_hit"),
     "split": ("confidence_rules", "unit_miss", "money_miss", "date_miss", "number_miss", "missing_word",
-              "unknown_place", "year_conflict", "person_miss", "zone_miss"),
+              "unknown_place", "year_conflict", "person_miss", "zone_miss", "plain_value_miss"),
     "all": RULE_FEATURES,
 }
 
@@ -206,6 +210,7 @@ class Judge:
             "best_dense": max(best.dense, best.context_dense),
             "best_coverage": best.coverage,
             "value_miss": float(value_miss),
+            "plain_value_miss": float(lang.lacks_value(check, max(candidates, key=lambda c: c.plain_score).sentence.text)),
             "unit_miss": float(kind == "unit"),
             "money_miss": float(kind == "money"),
             "date_miss": float(kind == "date"),

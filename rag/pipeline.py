@@ -82,17 +82,22 @@ def reader_settings(settings: Settings) -> tuple[str, Path]:
 
 def build_pipeline(
     settings: Settings, data: IndexData, encode_many: Callable[[Sequence[str]], list[np.ndarray]],
-    sentence_model: Any | None = None,
+    sentence_model: Any | None = None, default_weights: bool = False,
 ) -> Pipeline:
     """Wire the stages for ``data``. ``sentence_model`` is the trained reader when
-    ``settings.reader == "model"`` (loaded once by the service, shared across reloads)."""
+    ``settings.reader == "model"`` (loaded once by the service, shared across reloads).
+    ``default_weights``: the reader scores with the code's defaults, not the weights file
+    (what `rag reader fit` fits from; the file may be of an older format)."""
     kind, _ = reader_settings(settings)
     use_model = kind == "model" and sentence_model is not None
     rest = {"max_sentences": settings.max_answer_sentences, "max_chars": settings.answer_max_chars,
             "model": settings.reader_weight if use_model else 0.0}
     weights = settings.reader_weights_path or DEFAULT_WEIGHTS
     # The shipped weights file may be absent (the code's defaults then); one named in the settings may not.
-    reader_cfg = load_weights(weights, **rest) if weights.is_file() or settings.reader_weights_path else ReaderConfig(**rest)
+    if default_weights or not (weights.is_file() or settings.reader_weights_path):
+        reader_cfg = ReaderConfig(**rest)
+    else:
+        reader_cfg = load_weights(weights, **rest)
     judge_path = settings.judge_path or (DEFAULT_JUDGE_MODEL_READER if use_model else DEFAULT_JUDGE)
     retriever = Retriever(data, settings)
     reader = Reader(data, reader_cfg, sentence_model if use_model else None, near=retriever.near_sentences)

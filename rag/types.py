@@ -141,6 +141,8 @@ class Candidate:
     coverage: float  # idf-weighted share of the question's words in the sentence (and its context)
     dense: float  # similarity to the question
     context_dense: float  # similarity to the question with its chat context
+    attribute: float = 1.0  # share of the asked attribute's words in the sentence (1 when none is asked)
+    plain_score: float = 0.0  # the ranking score without the asked-attribute term
     model_score: float | None = None  # the trained reader's probability, when one runs
 
 

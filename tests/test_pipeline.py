@@ -131,6 +131,11 @@ def test_judge_reads_the_rarest_word_the_cited_passage_lacks(service):
     assert signals("江东芯谷的核心区块是哪一年划定的？")["date_miss"] == 1.0
     assert signals("南卡口让货车通关时间缩短了多少平方公里？")["unit_miss"] == 1.0
     assert stated["date_miss"] == stated["unit_miss"] == stated["number_miss"] == 0.0
+    # A sibling's figure: the attribute (建筑面积) leads the reader to a sentence stating it of
+    # another hall, while the sentence about the subject itself states no area.
+    sibling = signals("河庄街道文体中心的游泳馆建筑面积有多少平方米？")
+    assert sibling["value_miss"] == 0.0 and sibling["plain_value_miss"] == 1.0
+    assert stated["plain_value_miss"] == 0.0
 
 
 def test_confidence_is_a_probability(service):

@@ -8,9 +8,17 @@ import json
 import numpy as np
 import pytest
 
-from rag.reader import FEATURES, ReaderConfig, ReaderWeightsError, load_weights, save_weights
+from rag.reader import (
+    FEATURES,
+    Reader,
+    ReaderConfig,
+    ReaderWeightsError,
+    load_weights,
+    save_weights,
+)
 from rag.reader_fit import (
     Question,
+    choose_strength,
     cross_validate,
     fit_logits,
     hit_rate,
@@ -75,6 +83,15 @@ def test_cross_validation_reports_the_prior_and_every_strength():
     assert cv["0.1"] > cv["prior"]
 
 
+def test_strength_is_the_strongest_pull_within_one_standard_error_of_the_best():
+    # One question in 160 apart is noise: the defaults stay.
+    assert choose_strength({"prior": 0.925, "0.1": 0.9375, "1.0": 0.9375, "10.0": 0.93, "100.0": 0.925,
+                            "10000.0": 0.925}, 160) is None
+    # A clear gain is kept, with the strongest pull that still has it.
+    assert choose_strength({"prior": 0.80, "0.1": 0.95, "1.0": 0.94, "10.0": 0.85, "100.0": 0.81,
+                            "10000.0": 0.80}, 160) == 1.0
+
+
 def test_pipeline_reads_the_weights_file_and_names_the_command_when_it_is_bad(settings, tmp_path):
     from rag.embedding import weights_fingerprint
     from rag.index import load_index
@@ -109,6 +126,32 @@ def test_reader_fit_command_fits_on_dev_and_refuses_the_test_split(tmp_path):
     refused = subprocess.run([sys.executable, "-m", "rag.cli", "reader", "fit", "--split", "test", "--out", str(out)],
                              capture_output=True, text=True, timeout=600)
     assert refused.returncode == 1 and "dev split only" in refused.stderr
+
+
+def test_the_asked_attribute_is_the_words_next_to_the_question_word(service):
+    from rag.query import Turn
+    from rag.reader import asked_attribute
+
+    pipe = service.require().pipeline
+    words = {w for w, _, _ in asked_attribute(pipe.queries.from_turns([Turn("user", "临江街道禁毒办采用什么模式开展宣传？")]))}
+    assert "模式" in words and "临江" not in words
+    assert asked_attribute(pipe.queries.from_turns([Turn("user", "临江街道禁毒办")])) == ()
+
+
+def test_the_sentence_stating_the_asked_attribute_beats_the_one_naming_the_subject(service):
+    """The subject is named in the sentences around; the answer's sentence states the attribute
+    asked (关键) and names the subject only in passing. Without the attribute's weight the
+    reader cites a sentence about the subject that never says what the key is."""
+    from dataclasses import replace
+
+    from rag.query import Turn
+
+    pipe = service.require().pipeline
+    query = pipe.queries.from_turns([Turn("user", "苏州工业园区搞去行政化改革，关键是什么？")])
+    hits = pipe.retrieve(query, pipe.answer_passages)
+    assert "关键是" in pipe.reader.read(query, hits)[0].sentence.text
+    plain = Reader(pipe.reader.data, replace(pipe.reader.config, attribute=0.0))
+    assert "关键是" not in plain.read(query, hits)[0].sentence.text
 
 
 def test_a_list_item_does_not_borrow_the_words_of_the_item_before(service):
