@@ -334,6 +334,38 @@ def auc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
     return wins / (len(pos) * len(neg))
 
 
+# The direction each signal may move P(right): a sign of a wrong answer never raises it. A
+# miss that fires on a few dev questions which happened to be right would otherwise get a
+# positive weight from a small dev split.
+_HELPS, _HURTS = (0.0, None), (None, 0.0)
+SIGNS: dict[str, tuple[float | None, float | None]] = {
+    "confidence_rules": _HELPS, "has_lead": _HELPS,
+    **{name: _HURTS for name in ("value_miss", "unit_miss", "money_miss", "date_miss", "number_miss",
+                                 "missing_word", "unknown_place", "year_conflict", "person_miss", "zone_miss",
+                                 "plain_value_miss")},
+}
+
+
+def logistic(x: Any, y: Any, c: float, bounds: Sequence[tuple[float | None, float | None]]) -> tuple[Any, float]:
+    """L2-penalised logistic regression (sklearn's objective at ``C=c``) with each weight kept
+    within its bounds; returns the weights and the intercept."""
+    import numpy as np
+    from scipy.optimize import minimize
+
+    n = x.shape[1]
+
+    def loss(w: Any) -> tuple[float, Any]:
+        z = x @ w[:n] + w[n]
+        p = 1 / (1 + np.exp(-z))
+        # log(1 + e^z) - y z, computed stably
+        value = float(np.sum(np.logaddexp(0, z) - y * z) + 0.5 / c * w[:n] @ w[:n])
+        g = p - y
+        return value, np.concatenate([x.T @ g + w[:n] / c, [g.sum()]])
+
+    res = minimize(loss, np.zeros(n + 1), jac=True, method="L-BFGS-B", bounds=[*bounds, (None, None)])
+    return res.x[:n], float(res.x[n])
+
+
 def fit(
     rows: Sequence[dict[str, float]], correct: Sequence[bool], answerable: Sequence[bool],
     features: Sequence[str], max_false: float = 0.04, folds: int = 5, seed: int = 0,
@@ -345,7 +377,6 @@ def fit(
     the fold's model did not see), for false abstention ≤ ``max_false``.
     """
     import numpy as np
-    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
     from sklearn.model_selection import StratifiedKFold
 
@@ -355,6 +386,7 @@ def fit(
         raise ValueError("The judge needs both right and wrong answers to learn from; the dev run has only one kind.")
 
     repeats = 5
+    bounds = [SIGNS.get(f, (None, None)) for f in features]
 
     def oof(c: float) -> np.ndarray:
         out = np.zeros(len(y))
@@ -363,8 +395,8 @@ def fit(
             skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed + rep)
             for train, test in skf.split(x, y):
                 mean, scale = x[train].mean(0), x[train].std(0) + 1e-9
-                m = LogisticRegression(C=c, max_iter=2000).fit((x[train] - mean) / scale, y[train])
-                out[test] += m.predict_proba((x[test] - mean) / scale)[:, 1] / repeats
+                coef, icpt = logistic((x[train] - mean) / scale, y[train], c, bounds)
+                out[test] += 1 / (1 + np.exp(-((x[test] - mean) / scale @ coef + icpt))) / repeats
         return out
 
     grid = (0.03, 0.1, 0.3, 1.0, 3.0)
@@ -373,10 +405,10 @@ def fit(
     probs = oof(c_best).tolist()
     threshold = choose_threshold(probs, answerable, max_false)
     mean, scale = x.mean(0), x.std(0) + 1e-9
-    final = LogisticRegression(C=c_best, max_iter=2000).fit((x - mean) / scale, y)
+    coef, icpt = logistic((x - mean) / scale, y, c_best, bounds)
     model = JudgeModel(
-        tuple(features), tuple(mean.tolist()), tuple(scale.tolist()), tuple(final.coef_[0].tolist()),
-        float(final.intercept_[0]), float(threshold), {"C": c_best, "cv_log_loss": losses},
+        tuple(features), tuple(mean.tolist()), tuple(scale.tolist()), tuple(coef.tolist()),
+        float(icpt), float(threshold), {"C": c_best, "cv_log_loss": losses},
     )
     return model, probs
 

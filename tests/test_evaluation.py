@@ -24,7 +24,7 @@ from rag.evaluation import (
     metrics,
     score_item,
 )
-from rag.judge import auc, choose_threshold, expected_calibration_error
+from rag.judge import auc, choose_threshold, expected_calibration_error, logistic
 
 RAG = str(Path(sys.executable).with_name("rag"))
 
@@ -106,6 +106,21 @@ def test_calibration_error_and_auc():
     assert expected_calibration_error([0.9] * 10, [False] * 10) == pytest.approx(0.9)
     assert auc([0.9, 0.8, 0.1], [True, True, False]) == 1.0
     assert auc([0.1, 0.9], [True, False]) == 0.0
+
+
+def test_logistic_matches_sklearn_and_keeps_a_weight_within_its_bounds():
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 2))
+    y = (x[:, 0] + 0.8 * x[:, 1] + rng.normal(size=300) > 0).astype(int)
+    free, icpt = logistic(x, y, 1.0, [(None, None), (None, None)])
+    ref = LogisticRegression(C=1.0).fit(x, y)
+    assert np.allclose(free, ref.coef_[0], atol=1e-3) and icpt == pytest.approx(ref.intercept_[0], abs=1e-3)
+    # The second signal helps, but is declared a sign of a wrong answer: its weight stays at 0.
+    bounded, _ = logistic(x, y, 1.0, [(0.0, None), (None, 0.0)])
+    assert bounded[0] > 0 and bounded[1] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_exact_match_and_char_f1_follow_cmrc():
