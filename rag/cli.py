@@ -221,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     jf.add_argument("--split", default="dev", help="only dev: the test split is never fitted on")
     jf.add_argument("--reader", default="rules", choices=["rules", "model"], help="which reader's signals")
     jf.add_argument("--out", type=Path, default=None, help="default models/judge.json (judge-reader.json for --reader model)")
+    jf.add_argument("--calibration", type=Path, default=None,
+                    help="questions (answerable and near-miss) to calibrate the judge's probabilities on; "
+                         "default rag/data/calibration.jsonl when present")
     jf.add_argument("--max-false", type=float, default=0.04, help="false-abstention budget for the threshold")
     jf.set_defaults(func=_cmd_judge_fit)
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 import statistics
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -25,6 +26,7 @@ from rag.lang import MARKER
 from rag.text import match_key
 
 if TYPE_CHECKING:
+    from rag.judge import JudgeModel
     from rag.pipeline import Pipeline
     from rag.reader import Group
     from rag.types import Candidate, Hit, Query
@@ -561,6 +563,11 @@ def judge_report(backend: LocalBackend, items: Sequence[GoldItem]) -> list[str]:
             + ", ".join(f"{k} {_fmt(v, k) if isinstance(v, float) else v}" for k, v in cv.items())
             + f". Fitted on: {model.info.get('fitted_on', '?')}."
         )
+    cal = model.info.get("calibration") if model is not None else None
+    if isinstance(cal, dict):
+        lines.append(f"Calibrated (slope {cal['slope']}, offset {cal['offset']} on the log-odds) on {cal['fitted_on']}: "
+                     f"there, calibration error {cal['ece_before']} before, {cal['ece_after_cross_validated']} after "
+                     "(each fifth calibrated by the other four).")
     return lines
 
 
@@ -711,6 +718,52 @@ def collect_judge_rows(settings: Settings, items: Sequence[GoldItem], dialogues:
     return rows
 
 
+# Questions written for the judge's calibration (helpers read only the articles; not gold, not
+# the check sets): answerable ones with their evidence and near-misses with none.
+CALIBRATION = HAND_WRITTEN.with_name("calibration.jsonl")
+
+
+def load_calibration(path: Path) -> list[GoldItem]:
+    """Calibration questions (``answer`` null for a near-miss) as gold items."""
+    return [GoldItem(f"c-{n}", r["question"], (r["answer"],) if r.get("answer") else (), r.get("evidence"),
+                     r.get("doc_id"), r.get("kind") or "answerable", "dev")
+            for n, r in _read_jsonl(path)]
+
+
+def calibrate(settings: Settings, model: JudgeModel, path: Path,
+              dev_answerable: Sequence[bool]) -> tuple[JudgeModel, dict[str, Any]]:
+    """``model`` with a calibration fitted on the questions of ``path`` (see
+    :func:`rag.judge.fit_calibration`) and its threshold carried to the calibrated scale, so
+    every decision stays as fitted; with what the calibration did."""
+    from tqdm import tqdm
+
+    from rag import judge as J
+
+    rows = collect_judge_rows(settings, load_calibration(path), [], lambda x: tqdm(x, desc="calibration", unit="q"))
+    log_odds = [model.log_odds(r.signals) for r in rows]
+    correct = [r.correct for r in rows]
+    answerable = [r.answerable for r in rows]
+    share = 1 - sum(dev_answerable) / len(dev_answerable)
+    fitted = J.fit_calibration(log_odds, correct, answerable, share)
+    # Held-out figure: each fifth of the set calibrated by the other four.
+    held: list[float] = [0.0] * len(rows)
+    for k in range(5):
+        train = [i for i in range(len(rows)) if i % 5 != k]
+        fold = J.fit_calibration([log_odds[i] for i in train], [correct[i] for i in train],
+                                 [answerable[i] for i in train], share)
+        for i in range(k, len(rows), 5):
+            held[i] = J.calibrated(log_odds[i], fold)
+    logit = lambda p: math.log(max(p, 1e-12) / max(1 - p, 1e-12))  # noqa: E731
+    info = {
+        "fitted_on": f"{path.name} ({sum(answerable)} answerable and {len(rows) - sum(answerable)} "
+                     f"near-miss questions, unanswerable weighted to the dev share {share:.3f})",
+        "slope": round(fitted[0], 4), "offset": round(fitted[1], 4),
+        "ece_before": round(J.expected_calibration_error([J.calibrated(z, (1.0, 0.0)) for z in log_odds], correct), 3),
+        "ece_after_cross_validated": round(J.expected_calibration_error(held, correct), 3),
+    }
+    return replace(model, calibration=fitted, threshold=J.calibrated(logit(model.threshold), fitted)), info
+
+
 def run_judge_fit_command(args: Any, settings: Settings) -> int:
     """``rag judge fit``: fit the judge on the dev split (cross-validated) and write its file."""
     from tqdm import tqdm
@@ -739,6 +792,11 @@ def run_judge_fit_command(args: Any, settings: Settings) -> int:
     chosen, model, probs, tried = J.select_and_fit(signals, correct, answerable, with_model, args.max_false,
                                                    [r.signals for r in held])
     figures = tried[chosen]
+    calibration_info: dict[str, Any] = {}
+    calibration_path: Path | None = args.calibration if args.calibration is not None else (
+        CALIBRATION if CALIBRATION.is_file() else None)
+    if calibration_path is not None:
+        model, calibration_info = calibrate(settings, model, calibration_path, answerable)
     kind, reader_dir = reader_settings(settings)
     info = {
         **model.info,
@@ -750,14 +808,18 @@ def run_judge_fit_command(args: Any, settings: Settings) -> int:
         "cross_validated_dev": figures,
         "signal_set": chosen,
         "signal_sets_tried_cv": tried,
-        "command": f"rag judge fit --reader {kind} --questions {questions} --out {args.out}",
+        "calibration": calibration_info or "none",
+        "command": f"rag judge fit --reader {kind} --questions {questions} --out {args.out}"
+                   + (f" --calibration {calibration_path}" if calibration_path is not None else ""),
     }
-    model = J.JudgeModel(model.features, model.mean, model.scale, model.coef, model.intercept, model.threshold, info)
+    model = replace(model, info=info)
     model.save(args.out)
     print(f"Judge written to {args.out}: signals '{chosen}', threshold {model.threshold:.3f} "
           f"(false abstention ≤ {args.max_false})")
     for k, v in figures.items():
         print(f"  {k}: {v if v is None or isinstance(v, int) else round(v, 3)}")
+    for k, v in calibration_info.items():
+        print(f"  calibration {k}: {v}")
     for name, c in sorted(zip(model.features, model.coef, strict=True), key=lambda t: -abs(t[1])):
         print(f"  weight {name}: {c:+.3f}")
     return 0

@@ -70,14 +70,22 @@ class JudgeModel:
     scale: tuple[float, ...]
     coef: tuple[float, ...]
     intercept: float
-    threshold: float
+    threshold: float  # on the calibrated scale
     info: dict[str, Any]
+    # Slope and offset on the log-odds, fitted on questions neither the judge nor anything else
+    # was fitted on (`rag judge fit --calibration`): the dev split is where the rules grew, so
+    # the judge fitted there is surer than answers to new questions are right.
+    calibration: tuple[float, float] = (1.0, 0.0)
 
-    def probability(self, values: dict[str, float]) -> float:
+    def log_odds(self, values: dict[str, float]) -> float:
+        """The fitted model's log-odds that the answer is right, before calibration."""
         z = self.intercept
         for name, m, s, c in zip(self.features, self.mean, self.scale, self.coef, strict=True):
             z += c * (values[name] - m) / s
-        return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+        return z
+
+    def probability(self, values: dict[str, float]) -> float:
+        return calibrated(self.log_odds(values), self.calibration)
 
     @classmethod
     def load(cls, path: Path) -> JudgeModel:
@@ -100,8 +108,10 @@ class JudgeModel:
             unknown = set(features) - set(RULE_FEATURES) - set(MODEL_FEATURES)
             if unknown:
                 raise JudgeError(f"Judge model {path} reads unknown signals {sorted(unknown)}. {fix}")
+            slope, offset = raw.get("calibration", (1.0, 0.0))
             model = cls(features, tuple(raw["mean"]), tuple(raw["scale"]), tuple(raw["coef"]),
-                        float(raw["intercept"]), float(raw["threshold"]), dict(raw.get("info", {})))
+                        float(raw["intercept"]), float(raw["threshold"]), dict(raw.get("info", {})),
+                        (float(slope), float(offset)))
         except (KeyError, TypeError, ValueError) as exc:
             raise JudgeError(f"Judge model {path} is damaged ({exc}). {fix}") from exc
         if not len(model.features) == len(model.mean) == len(model.scale) == len(model.coef):
@@ -113,7 +123,7 @@ class JudgeModel:
         payload = {
             "format": JUDGE_FORMAT, "features": list(self.features), "mean": list(self.mean),
             "scale": list(self.scale), "coef": list(self.coef), "intercept": self.intercept,
-            "threshold": self.threshold, "info": self.info,
+            "threshold": self.threshold, "calibration": list(self.calibration), "info": self.info,
         }
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -346,20 +356,28 @@ SIGNS: dict[str, tuple[float | None, float | None]] = {
 }
 
 
-def logistic(x: Any, y: Any, c: float, bounds: Sequence[tuple[float | None, float | None]]) -> tuple[Any, float]:
-    """L2-penalised logistic regression (sklearn's objective at ``C=c``) with each weight kept
-    within its bounds; returns the weights and the intercept."""
+def calibrated(log_odds: float, calibration: tuple[float, float]) -> float:
+    """P(right) from the fitted log-odds through the calibration's slope and offset."""
+    z = calibration[0] * log_odds + calibration[1]
+    return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+
+
+def logistic(x: Any, y: Any, c: float, bounds: Sequence[tuple[float | None, float | None]],
+             weight: Any = None) -> tuple[Any, float]:
+    """L2-penalised logistic regression (sklearn's objective at ``C=c``, with optional sample
+    weights) with each weight kept within its bounds; returns the weights and the intercept."""
     import numpy as np
     from scipy.optimize import minimize
 
     n = x.shape[1]
+    sw = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=float)
 
     def loss(w: Any) -> tuple[float, Any]:
         z = x @ w[:n] + w[n]
         p = 1 / (1 + np.exp(-z))
         # log(1 + e^z) - y z, computed stably
-        value = float(np.sum(np.logaddexp(0, z) - y * z) + 0.5 / c * w[:n] @ w[:n])
-        g = p - y
+        value = float(sw @ (np.logaddexp(0, z) - y * z) + 0.5 / c * w[:n] @ w[:n])
+        g = sw * (p - y)
         return value, np.concatenate([x.T @ g + w[:n] / c, [g.sum()]])
 
     res = minimize(loss, np.zeros(n + 1), jac=True, method="L-BFGS-B", bounds=[*bounds, (None, None)])
@@ -411,6 +429,27 @@ def fit(
         float(icpt), float(threshold), {"C": c_best, "cv_log_loss": losses},
     )
     return model, probs
+
+
+def fit_calibration(log_odds: Sequence[float], correct: Sequence[bool], answerable: Sequence[bool],
+                    unanswerable_share: float) -> tuple[float, float]:
+    """Slope (kept positive, so the order of answers and the decisions stay) and offset on
+    the judge's log-odds that make its probabilities right on ``log_odds`` (Platt scaling).
+
+    The questions are weighted so that unanswerable ones make ``unanswerable_share`` of
+    them, as in the rows the judge was fitted on: how many questions have no answer is
+    the helpers' choice in a written set, not a fact about the questions users ask.
+    """
+    import numpy as np
+
+    ans = np.array(answerable, dtype=bool)
+    share = 1 - ans.mean()
+    if not 0 < share < 1:
+        raise ValueError("Calibration needs both answerable and unanswerable questions.")
+    weight = np.where(ans, (1 - unanswerable_share) / (1 - share), unanswerable_share / share)
+    coef, offset = logistic(np.array(log_odds, dtype=float)[:, None], np.array(correct, dtype=int), 1e6,
+                            [(1e-3, None)], weight)
+    return float(coef[0]), offset
 
 
 def select_and_fit(

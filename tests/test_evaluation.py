@@ -123,6 +123,27 @@ def test_logistic_matches_sklearn_and_keeps_a_weight_within_its_bounds():
     assert bounded[0] > 0 and bounded[1] == pytest.approx(0.0, abs=1e-9)
 
 
+def test_calibration_recovers_the_slope_and_offset_and_keeps_the_order(tmp_path):
+    import numpy as np
+
+    from rag.judge import JudgeModel, calibrated, fit_calibration
+
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 2, size=4000)
+    # The judge is surer than it should be: the truth is half its log-odds, shifted down.
+    right = rng.random(4000) < 1 / (1 + np.exp(-(0.5 * z - 0.3)))
+    answerable = rng.random(4000) < 0.8
+    slope, offset = fit_calibration(z.tolist(), right.tolist(), answerable.tolist(), 0.2)
+    assert slope == pytest.approx(0.5, abs=0.08) and offset == pytest.approx(-0.3, abs=0.15)
+    assert calibrated(1.0, (slope, offset)) < calibrated(2.0, (slope, offset))
+    model = JudgeModel(("margin",), (0.0,), (1.0,), (1.0,), 0.0, 0.5, {}, (slope, offset))
+    assert model.probability({"margin": 0.0}) == pytest.approx(calibrated(0.0, (slope, offset)))
+    model.save(tmp_path / "judge.json")
+    assert JudgeModel.load(tmp_path / "judge.json").calibration == (slope, offset)
+    with pytest.raises(ValueError, match="both answerable and unanswerable"):
+        fit_calibration([0.0, 1.0], [True, False], [True, True], 0.2)
+
+
 def test_exact_match_and_char_f1_follow_cmrc():
     assert exact_match("江东芯谷", ["江东芯谷"]) and exact_match("１.４千克。", ["1.4千克"])
     assert not exact_match("江东芯谷产业园", ["江东芯谷"])
@@ -217,6 +238,11 @@ def test_judge_fit_command_fits_on_dev_holds_on_hand_written_questions_and_refus
     cv = info["cross_validated_dev"]
     assert cv["false_abstention"] <= 0.04 and cv["also_answerable_false_abstention"] <= 0.04
     assert 0.0 < model.threshold < 1.0
+    # Calibrated on the shipped calibration questions by default; the decisions stay as fitted.
+    cal = info["calibration"]
+    assert cal["fitted_on"].startswith("calibration.jsonl (") and model.calibration != (1.0, 0.0)
+    assert model.calibration == pytest.approx((cal["slope"], cal["offset"]), abs=1e-4)
+    assert cal["ece_after_cross_validated"] < cal["ece_before"]
     refused = subprocess.run([RAG, "judge", "fit", "--split", "test", "--out", str(out)], capture_output=True, text=True)
     assert refused.returncode == 1 and "dev split only" in refused.stderr
 

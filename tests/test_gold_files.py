@@ -170,7 +170,8 @@ def test_gold_and_chat_do_not_share_ids(gold, chats):
 # --- hand-written check sets (rag/data) --------------------------------------------------
 
 DATA = ROOT / "rag" / "data"
-HAND_WRITTEN = ("reader_questions.jsonl", "extra_questions.jsonl", "extra_unanswerable.jsonl", "extra_chats.jsonl")
+HAND_WRITTEN = ("reader_questions.jsonl", "extra_questions.jsonl", "extra_unanswerable.jsonl", "extra_chats.jsonl",
+                "calibration.jsonl")
 
 
 def hand_written_questions(name: str) -> list[str]:
@@ -200,3 +201,19 @@ def test_hand_written_unanswerable_questions_have_no_answer():
     objs = raw_objects(DATA / "extra_unanswerable.jsonl")
     assert len(objs) >= 200
     assert all(o["answer"] is None and o["evidence"] is None and o["question"].strip() for o in objs)
+
+
+def test_calibration_questions_are_grounded_and_new():
+    """The judge's calibration set: answerable questions hold their answer in evidence found in
+    their article, near-misses have none; no question is one of a check set (those stay
+    unfitted) or of the embedder's training questions."""
+    objs = raw_objects(DATA / "calibration.jsonl")
+    answerable = [o for o in objs if o["answer"]]
+    assert len(answerable) >= 150 and len(objs) - len(answerable) >= 100
+    for o in answerable:
+        assert match_key(o["evidence"]) in source_key(o["doc_id"] + ".txt"), o["question"]
+        assert match_key(o["answer"]) in match_key(o["evidence"]), o["question"]
+    assert all(o["evidence"] is None and o["kind"] in ("attribute", "sibling", "time-or-other")
+               for o in objs if not o["answer"])
+    others = {q for name in HAND_WRITTEN if name != "calibration.jsonl" for q in hand_written_questions(name)}
+    assert not {o["question"] for o in objs} & others
