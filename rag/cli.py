@@ -221,6 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     jf.add_argument("--split", default="dev", help="only dev: the test split is never fitted on")
     jf.add_argument("--reader", default="rules", choices=["rules", "model"], help="which reader's signals")
     jf.add_argument("--out", type=Path, default=None, help="default models/judge.json (judge-reader.json for --reader model)")
+    jf.add_argument("--train-questions", type=Path, default=None,
+                    help="written questions (answerable and near-miss) the judge also learns from; "
+                         "default rag/data/judge_questions.jsonl when present")
+    jf.add_argument("--train-chats", type=Path, default=None,
+                    help="written dialogues the judge also learns from; default rag/data/judge_chats.jsonl when present")
     jf.add_argument("--calibration", type=Path, default=None,
                     help="questions (answerable and near-miss) to calibrate the judge's probabilities on; "
                          "default rag/data/calibration.jsonl when present")

@@ -558,11 +558,13 @@ def judge_report(backend: LocalBackend, items: Sequence[GoldItem]) -> list[str]:
     ]
     if model is not None and model.info.get("cross_validated_dev"):
         cv = model.info["cross_validated_dev"]
-        lines.append(
-            "Cross-validated on dev when fitted (out-of-fold predictions): "
-            + ", ".join(f"{k} {_fmt(v, k) if isinstance(v, float) else v}" for k, v in cv.items())
-            + f". Fitted on: {model.info.get('fitted_on', '?')}."
-        )
+        def figures(values: dict[str, Any]) -> str:
+            return ", ".join(f"{k} {_fmt(v, k) if isinstance(v, float) else v}" for k, v in values.items())
+
+        lines.append(f"Cross-validated when fitted (out-of-fold predictions): {figures(cv)}. "
+                     f"Fitted on: {model.info.get('fitted_on', '?')}.")
+        if model.info.get("cross_validated_dev_only"):
+            lines.append(f"The dev split's own questions and turns among them: {figures(model.info['cross_validated_dev_only'])}.")
     cal = model.info.get("calibration") if model is not None else None
     if isinstance(cal, dict):
         lines.append(f"Calibrated (slope {cal['slope']}, offset {cal['offset']} on the log-odds) on {cal['fitted_on']}: "
@@ -718,20 +720,27 @@ def collect_judge_rows(settings: Settings, items: Sequence[GoldItem], dialogues:
     return rows
 
 
-# Questions written for the judge's calibration (helpers read only the articles; not gold, not
-# the check sets): answerable ones with their evidence and near-misses with none.
+# Written for the judge by helpers who read only the articles (not gold, not the check sets):
+# questions and dialogues it learns from beside the dev split, and questions that calibrate it.
+JUDGE_QUESTIONS = HAND_WRITTEN.with_name("judge_questions.jsonl")
+JUDGE_CHATS = HAND_WRITTEN.with_name("judge_chats.jsonl")
 CALIBRATION = HAND_WRITTEN.with_name("calibration.jsonl")
 
 
-def load_calibration(path: Path) -> list[GoldItem]:
-    """Calibration questions (``answer`` null for a near-miss) as gold items."""
-    return [GoldItem(f"c-{n}", r["question"], (r["answer"],) if r.get("answer") else (), r.get("evidence"),
+def load_written(path: Path) -> list[GoldItem]:
+    """Written questions (``answer`` null for a near-miss, typed by its ``kind``) as gold items."""
+    return [GoldItem(f"{path.stem}-{n}", r["question"], (r["answer"],) if r.get("answer") else (), r.get("evidence"),
                      r.get("doc_id"), r.get("kind") or "answerable", "dev")
             for n, r in _read_jsonl(path)]
 
 
+def _given_or_default(given: Path | None, default: Path) -> Path | None:
+    """The file named on the command line, else the shipped one when it exists."""
+    return given if given is not None else default if default.is_file() else None
+
+
 def calibrate(settings: Settings, model: JudgeModel, path: Path,
-              dev_answerable: Sequence[bool]) -> tuple[JudgeModel, dict[str, Any]]:
+              fitted_answerable: Sequence[bool]) -> tuple[JudgeModel, dict[str, Any]]:
     """``model`` with a calibration fitted on the questions of ``path`` (see
     :func:`rag.judge.fit_calibration`) and its threshold carried to the calibrated scale, so
     every decision stays as fitted; with what the calibration did."""
@@ -739,11 +748,11 @@ def calibrate(settings: Settings, model: JudgeModel, path: Path,
 
     from rag import judge as J
 
-    rows = collect_judge_rows(settings, load_calibration(path), [], lambda x: tqdm(x, desc="calibration", unit="q"))
+    rows = collect_judge_rows(settings, load_written(path), [], lambda x: tqdm(x, desc="calibration", unit="q"))
     log_odds = [model.log_odds(r.signals) for r in rows]
     correct = [r.correct for r in rows]
     answerable = [r.answerable for r in rows]
-    share = 1 - sum(dev_answerable) / len(dev_answerable)
+    share = 1 - sum(fitted_answerable) / len(fitted_answerable)
     fitted = J.fit_calibration(log_odds, correct, answerable, share)
     # Held-out figure: each fifth of the set calibrated by the other four.
     held: list[float] = [0.0] * len(rows)
@@ -756,7 +765,7 @@ def calibrate(settings: Settings, model: JudgeModel, path: Path,
     logit = lambda p: math.log(max(p, 1e-12) / max(1 - p, 1e-12))  # noqa: E731
     info = {
         "fitted_on": f"{path.name} ({sum(answerable)} answerable and {len(rows) - sum(answerable)} "
-                     f"near-miss questions, unanswerable weighted to the dev share {share:.3f})",
+                     f"near-miss questions, unanswerable weighted to their share {share:.3f} in the rows the judge was fitted on)",
         "slope": round(fitted[0], 4), "offset": round(fitted[1], 4),
         "ece_before": round(J.expected_calibration_error([J.calibrated(z, (1.0, 0.0)) for z in log_odds], correct), 3),
         "ece_after_cross_validated": round(J.expected_calibration_error(held, correct), 3),
@@ -782,6 +791,14 @@ def run_judge_fit_command(args: Any, settings: Settings) -> int:
     chat_path = args.chat or Path("eval/chat_gold.jsonl")
     items, dialogues = load_dev(gold, chat_path)
     rows = collect_judge_rows(settings, items, dialogues, lambda x: tqdm(x, desc="dev", unit="q"))
+    n_dev = len(rows)
+    # The dev split has a few dozen near-misses: too few for the rarer signals' weights.
+    train_questions = _given_or_default(args.train_questions, JUDGE_QUESTIONS)
+    train_chats = _given_or_default(args.train_chats, JUDGE_CHATS)
+    written = load_written(train_questions) if train_questions else []
+    written_dialogues = load_chat(train_chats) if train_chats else []
+    if written or written_dialogues:
+        rows += collect_judge_rows(settings, written, written_dialogues, lambda x: tqdm(x, desc="written", unit="q"))
     signals = [r.signals for r in rows]
     correct = [r.correct for r in rows]
     answerable = [r.answerable for r in rows]
@@ -792,16 +809,20 @@ def run_judge_fit_command(args: Any, settings: Settings) -> int:
     chosen, model, probs, tried = J.select_and_fit(signals, correct, answerable, with_model, args.max_false,
                                                    [r.signals for r in held])
     figures = tried[chosen]
+    # The cross-validated predictions of the dev split's own questions and turns.
+    dev_only = J.cv_figures(probs[:n_dev], correct[:n_dev], answerable[:n_dev], model.threshold)
     calibration_info: dict[str, Any] = {}
-    calibration_path: Path | None = args.calibration if args.calibration is not None else (
-        CALIBRATION if CALIBRATION.is_file() else None)
+    calibration_path = _given_or_default(args.calibration, CALIBRATION)
     if calibration_path is not None:
         model, calibration_info = calibrate(settings, model, calibration_path, answerable)
     kind, reader_dir = reader_settings(settings)
     info = {
         **model.info,
         "fitted_on": f"dev split of {', '.join(map(str, gold))} ({len(items)} questions) and {chat_path} "
-                     f"({len(dialogues)} dev dialogues)",
+                     f"({len(dialogues)} dev dialogues)"
+                     + (f", with {len(rows) - n_dev} written questions and turns "
+                        f"({', '.join(p.name for p in (train_questions, train_chats) if p)})" if len(rows) > n_dev else ""),
+        "cross_validated_dev_only": dev_only,
         "threshold_also_holds_on": f"{questions.name} ({len(held)} hand-written answerable questions, not fitted on)",
         "rows": len(rows), "data_sha256": J.data_hash(signals, correct),
         "reader": kind, "max_false_abstention": args.max_false,
@@ -810,7 +831,9 @@ def run_judge_fit_command(args: Any, settings: Settings) -> int:
         "signal_sets_tried_cv": tried,
         "calibration": calibration_info or "none",
         "command": f"rag judge fit --reader {kind} --questions {questions} --out {args.out}"
-                   + (f" --calibration {calibration_path}" if calibration_path is not None else ""),
+                   + "".join(f" {flag} {path}" for flag, path in (("--train-questions", train_questions),
+                                                                   ("--train-chats", train_chats),
+                                                                   ("--calibration", calibration_path)) if path),
     }
     model = replace(model, info=info)
     model.save(args.out)

@@ -171,7 +171,7 @@ def test_gold_and_chat_do_not_share_ids(gold, chats):
 
 DATA = ROOT / "rag" / "data"
 HAND_WRITTEN = ("reader_questions.jsonl", "extra_questions.jsonl", "extra_unanswerable.jsonl", "extra_chats.jsonl",
-                "calibration.jsonl")
+                "judge_questions.jsonl", "judge_chats.jsonl", "calibration.jsonl")
 
 
 def hand_written_questions(name: str) -> list[str]:
@@ -187,9 +187,10 @@ def test_hand_written_sets_share_no_question_with_the_gold_files(name):
     assert not set(hand_written_questions(name)) & gold
 
 
-def test_hand_written_dialogues_are_grounded_in_their_source():
+@pytest.mark.parametrize("name", ["extra_chats.jsonl", "judge_chats.jsonl"])
+def test_hand_written_dialogues_are_grounded_in_their_source(name):
     """Evidence may run across a wrapped line of the PDF text: it is found with whitespace removed."""
-    for obj in raw_objects(DATA / "extra_chats.jsonl"):
+    for obj in raw_objects(DATA / name):
         assert len(obj["turns"]) >= 2, obj["id"]
         for n, turn in enumerate(obj["turns"], start=1):
             where = f"{obj['id']} turn {n}"
@@ -203,17 +204,18 @@ def test_hand_written_unanswerable_questions_have_no_answer():
     assert all(o["answer"] is None and o["evidence"] is None and o["question"].strip() for o in objs)
 
 
-def test_calibration_questions_are_grounded_and_new():
-    """The judge's calibration set: answerable questions hold their answer in evidence found in
-    their article, near-misses have none; no question is one of a check set (those stay
-    unfitted) or of the embedder's training questions."""
-    objs = raw_objects(DATA / "calibration.jsonl")
+@pytest.mark.parametrize("name", ["judge_questions.jsonl", "calibration.jsonl"])
+def test_the_judges_written_questions_are_grounded_and_new(name):
+    """What the judge learns from beside the dev split, and what calibrates it: answerable
+    questions hold their answer in evidence found in their article, near-misses have none; no
+    question is one of another set (the check sets stay unfitted)."""
+    objs = raw_objects(DATA / name)
     answerable = [o for o in objs if o["answer"]]
-    assert len(answerable) >= 150 and len(objs) - len(answerable) >= 100
+    assert len(answerable) >= 150 and len(objs) - len(answerable) >= 80
     for o in answerable:
         assert match_key(o["evidence"]) in source_key(o["doc_id"] + ".txt"), o["question"]
         assert match_key(o["answer"]) in match_key(o["evidence"]), o["question"]
     assert all(o["evidence"] is None and o["kind"] in ("attribute", "sibling", "time-or-other")
                for o in objs if not o["answer"])
-    others = {q for name in HAND_WRITTEN if name != "calibration.jsonl" for q in hand_written_questions(name)}
+    others = {q for other in HAND_WRITTEN if other != name for q in hand_written_questions(other)}
     assert not {o["question"] for o in objs} & others
