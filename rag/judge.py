@@ -42,6 +42,7 @@ RULE_FEATURES = (
     # attribute: a near-miss's own subject sentence lacks the value, while the attribute can
     # lead the reader to a sentence stating it of something else (a sibling's figure).
     "plain_value_miss",
+    "rival_name",
 )
 MODEL_FEATURES = ("model_best", "model_max")
 # Candidate signal sets, from few to all; `rag judge fit` keeps the one whose cross-validated
@@ -52,7 +53,7 @@ FEATURE_SETS = {
     "compact": ("confidence_rules", "margin", "best_score", "value_miss", "unknown_place", "year_conflict",
                 "person_miss", "zone_miss", "asks_entity", "asks_value", "top_hit"),
     "split": ("confidence_rules", "unit_miss", "money_miss", "date_miss", "number_miss", "missing_word",
-              "unknown_place", "year_conflict", "person_miss", "zone_miss", "plain_value_miss"),
+              "unknown_place", "year_conflict", "person_miss", "zone_miss", "plain_value_miss", "rival_name"),
     "all": RULE_FEATURES,
 }
 
@@ -72,9 +73,9 @@ class JudgeModel:
     intercept: float
     threshold: float  # on the calibrated scale
     info: dict[str, Any]
-    # Slope and offset on the log-odds, fitted on questions neither the judge nor anything else
-    # was fitted on (`rag judge fit --calibration`): the dev split is where the rules grew, so
-    # the judge fitted there is surer than answers to new questions are right.
+    # Slope and offset on the log-odds, fitted on questions nothing else was fitted on (`rag
+    # judge fit --calibration`): the dev split the judge learns from is where the rules grew,
+    # so a judge fitted there can be surer than answers to new questions are right.
     calibration: tuple[float, float] = (1.0, 0.0)
 
     def log_odds(self, values: dict[str, float]) -> float:
@@ -239,6 +240,8 @@ class Judge:
             "person_miss": float(bool(lang.ASKS_PERSON.search(query.text)) and lang.person(best_text) is None),
             # Asks about a zone the cited passage never names ("永康经济开发区" answered from 路桥's).
             "zone_miss": float(self._zone_miss(query.text, best.hit.chunk.title + best.hit.chunk.text + best_text)),
+            # The cited sentence names another thing of the kind asked about (文教馆 for 游泳馆).
+            "rival_name": float(lang.names_a_rival(normalize_width(query.text), normalize_width(best_text))),
         }
         scored = [c.model_score for c in candidates if c.model_score is not None]
         if scored:
@@ -352,7 +355,7 @@ SIGNS: dict[str, tuple[float | None, float | None]] = {
     "confidence_rules": _HELPS, "has_lead": _HELPS,
     **{name: _HURTS for name in ("value_miss", "unit_miss", "money_miss", "date_miss", "number_miss",
                                  "missing_word", "unknown_place", "year_conflict", "person_miss", "zone_miss",
-                                 "plain_value_miss")},
+                                 "plain_value_miss", "rival_name")},
 }
 
 

@@ -246,6 +246,32 @@ def zone_names(text: str) -> set[str]:
     return {m.group(1) for m in ZONE_NAME.finditer(text)}
 
 
+# A name of a kind a near-miss may swap for its sibling's ("游泳馆" asked, "文教馆" stated): a
+# stem of two to four characters before the kind noun, not across 的.
+KIND_NAME = re.compile(
+    r"((?:(?!的)[\u4e00-\u9fff]){2,4}?)"
+    r"(街道|社区|村|镇|县|馆|中学|小学|学校|医院|公司|集团|产业园|园区|小镇|中心|开发区|高新区|新区)"
+)
+# What cannot open a name's stem: a demonstrative or quantifier ("该中心", "各街道").
+NOT_NAME_STEM = re.compile(r"^[这那该本各全每此其某一]")
+
+
+def names_a_rival(question: str, sentence: str) -> bool:
+    """The sentence names something of a kind the question names (a 街道, a 馆, a 公司…),
+    but another one, and not the one asked about."""
+    def named(text: str) -> list[tuple[str, str]]:
+        return [(m.group(1), m.group(2)) for m in KIND_NAME.finditer(text) if not NOT_NAME_STEM.search(m.group(1))]
+
+    stated = named(sentence)
+    for stem, kind in named(question):
+        if stem + kind in sentence:
+            continue
+        # A longer or shorter form of the same name is the same thing ("临江" / "临江高新").
+        if any(k == kind and other not in stem and stem not in other for other, k in stated):
+            return True
+    return False
+
+
 def years(text: str) -> set[int]:
     """Every year ``text`` names, ranges expanded (at most 20 years each)."""
     out: set[int] = set()

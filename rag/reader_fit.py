@@ -5,8 +5,9 @@ reader's features of each candidate sentence and whether citing it cites the
 evidence; the fit of the weights (a conditional logit: a softmax over one
 question's candidates, pulled towards the code's default weights by a penalty
 whose strength 5-fold cross-validation picks by the one-standard-error rule, the
-defaults themselves being one of the choices); and the weights file (``models/reader-weights.json``) that
-:func:`rag.pipeline.build_pipeline` reads. The test split is never read here.
+defaults themselves being one of the choices); and the weights file
+(``models/reader-weights.json``) that :func:`rag.pipeline.build_pipeline` reads.
+The test split is never read here.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag.lang import lacks_value, value_check, year_conflict
+from rag.lang import lacks_value, names_a_rival, value_check, year_conflict
 
 
 @pytest.mark.parametrize(
@@ -108,6 +108,21 @@ def test_cited_passages_lead_the_hits(service, question):
 )
 def test_year_conflict(question, answer, conflict):
     assert year_conflict(question, answer) is conflict
+
+
+@pytest.mark.parametrize(
+    ("question", "sentence", "rival"),
+    [
+        ("东湖街道有多少家企业？", "西湖街道有120家企业。", True),  # another 街道
+        ("东湖街道有多少家企业？", "东湖街道和西湖街道共有120家企业。", False),  # names the one asked too
+        ("文化中心的展览馆有多大？", "阅览馆面积达800平方米。", True),  # another 馆; the stem stops at 的
+        ("东湖街道有多少家企业？", "该街道有120家企业。", False),  # a demonstrative names nothing else
+        ("东湖高新区有多少家企业？", "东湖新区有120家企业。", False),  # other kinds of name
+        ("星光公司的董事长是谁？", "星光科技公司董事长王某表示……", False),  # a longer form of the same name
+    ],
+)
+def test_a_sentence_naming_a_rival_of_the_kind_asked(question, sentence, rival):
+    assert names_a_rival(question, sentence) is rival
 
 
 def test_a_place_the_sources_never_name_is_not_answered(service):

@@ -135,6 +135,7 @@ def test_judge_reads_the_rarest_word_the_cited_passage_lacks(service):
     # another hall, while the sentence about the subject itself states no area.
     sibling = signals("河庄街道文体中心的游泳馆建筑面积有多少平方米？")
     assert sibling["value_miss"] == 0.0 and sibling["plain_value_miss"] == 1.0
+    assert sibling["rival_name"] == 1.0 and stated["rival_name"] == 0.0  # 文教馆 cited for 游泳馆
     assert stated["plain_value_miss"] == 0.0
 
 
