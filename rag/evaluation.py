@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import math
 import re
 import statistics
 import time
@@ -623,12 +622,17 @@ def dev_pipeline(settings: Settings, default_weights: bool = False) -> Pipeline:
 HAND_WRITTEN = Path(__file__).resolve().parent / "data" / "extra_questions.jsonl"
 
 
-def load_questions(path: Path = HAND_WRITTEN) -> list[GoldItem]:
-    """Hand-written questions (``question``, ``answer``, ``evidence``, ``doc_id`` per line) as gold items."""
-    from rag.embed_train import load_rows
+def load_written(path: Path) -> list[GoldItem]:
+    """Questions written from the articles (``question``, ``answer``, ``evidence``, ``doc_id``
+    per line; ``answer`` null for a near-miss, typed by its ``kind``) as gold items."""
+    return [GoldItem(f"{path.stem}-{n}", r["question"], (r["answer"],) if r.get("answer") else (), r.get("evidence"),
+                     r.get("doc_id"), r.get("kind") or ("answerable" if r.get("answer") else "unanswerable"), "dev")
+            for n, r in _read_jsonl(path)]
 
-    return [GoldItem(f"h-{i}", r["question"], (r["answer"],), r["evidence"], r.get("doc_id"), "hand-written", "dev")
-            for i, r in enumerate(load_rows(path)) if r.get("evidence")]
+
+def load_questions(path: Path = HAND_WRITTEN) -> list[GoldItem]:
+    """The answerable written questions of ``path`` that name their evidence."""
+    return [i for i in load_written(path) if i.answerable and i.evidence]
 
 
 # The hand-written check sets beside it (helpers wrote them without opening eval/; not gold, and
@@ -638,9 +642,8 @@ CHECK_FILES = {"answerable": HAND_WRITTEN.name, "unanswerable": "extra_unanswera
 
 
 def load_unanswerable(path: Path) -> list[GoldItem]:
-    """Hand-written near-miss questions (``answer`` null) as gold items, typed by their ``kind``."""
-    return [GoldItem(f"u-{n}", r["question"], (), None, None, r.get("kind") or "unanswerable", "dev")
-            for n, r in _read_jsonl(path) if not r.get("answer")]
+    """The near-miss written questions of ``path``, typed by their ``kind``."""
+    return [i for i in load_written(path) if not i.answerable]
 
 
 def check_lines(backend: Backend, folder: Path = CHECKS_DIR,
@@ -727,13 +730,6 @@ JUDGE_CHATS = HAND_WRITTEN.with_name("judge_chats.jsonl")
 CALIBRATION = HAND_WRITTEN.with_name("calibration.jsonl")
 
 
-def load_written(path: Path) -> list[GoldItem]:
-    """Written questions (``answer`` null for a near-miss, typed by its ``kind``) as gold items."""
-    return [GoldItem(f"{path.stem}-{n}", r["question"], (r["answer"],) if r.get("answer") else (), r.get("evidence"),
-                     r.get("doc_id"), r.get("kind") or "answerable", "dev")
-            for n, r in _read_jsonl(path)]
-
-
 def _given_or_default(given: Path | None, default: Path) -> Path | None:
     """The file named on the command line, else the shipped one when it exists."""
     return given if given is not None else default if default.is_file() else None
@@ -762,7 +758,6 @@ def calibrate(settings: Settings, model: JudgeModel, path: Path,
                                  [answerable[i] for i in train], share)
         for i in range(k, len(rows), 5):
             held[i] = J.calibrated(log_odds[i], fold)
-    logit = lambda p: math.log(max(p, 1e-12) / max(1 - p, 1e-12))  # noqa: E731
     info = {
         "fitted_on": f"{path.name} ({sum(answerable)} answerable and {len(rows) - sum(answerable)} "
                      f"near-miss questions, unanswerable weighted to their share {share:.3f} in the rows the judge was fitted on)",
@@ -770,7 +765,7 @@ def calibrate(settings: Settings, model: JudgeModel, path: Path,
         "ece_before": round(J.expected_calibration_error([J.calibrated(z, (1.0, 0.0)) for z in log_odds], correct), 3),
         "ece_after_cross_validated": round(J.expected_calibration_error(held, correct), 3),
     }
-    return replace(model, calibration=fitted, threshold=J.calibrated(logit(model.threshold), fitted)), info
+    return model.calibrated_by(fitted), info
 
 
 def run_judge_fit_command(args: Any, settings: Settings) -> int:

@@ -88,6 +88,13 @@ class JudgeModel:
     def probability(self, values: dict[str, float]) -> float:
         return calibrated(self.log_odds(values), self.calibration)
 
+    def calibrated_by(self, calibration: tuple[float, float]) -> JudgeModel:
+        """This model with ``calibration`` in place of its own, the threshold carried to the new
+        scale so that every decision stays as it was."""
+        p = min(max(self.threshold, 1e-12), 1 - 1e-12)
+        fitted = (math.log(p / (1 - p)) - self.calibration[1]) / self.calibration[0]
+        return replace(self, calibration=calibration, threshold=calibrated(fitted, calibration))
+
     @classmethod
     def load(cls, path: Path) -> JudgeModel:
         """Read a judge file.
