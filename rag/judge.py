@@ -22,7 +22,7 @@ from rag import lang
 from rag.aliases import with_aliases
 from rag.reader import group_text
 from rag.text import match_key, normalize_width
-from rag.types import Candidate, Hit, Query, Sentence, Verdict
+from rag.types import NOTHING_ASKED, SMALL_TALK, Candidate, Hit, Query, Sentence, Verdict
 
 if TYPE_CHECKING:
     from rag.index import IndexData
@@ -178,6 +178,12 @@ class Judge:
         ``lead`` is the value or name the writer found for the question in the cited
         sentence (None when it found none): a sentence that states what was asked.
         """
+        # A greeting or a turn with no word to look up has no right answer in the articles,
+        # whatever the closest sentence scores ("你好" matches "你好吗？” ...).
+        if lang.small_talk(query.text) or lang.small_talk(query.asked):
+            return Verdict(False, 0.0, {}, SMALL_TALK)
+        if not query.terms:
+            return Verdict(False, 0.0, {}, NOTHING_ASKED)
         if not candidates or not chosen:
             return Verdict(False, 0.0, {}, "nothing retrieved")
         if self.model is None:

@@ -18,6 +18,29 @@ from rag.text import normalize_width
 
 NOT_FOUND = "资料中没有找到这个问题的答案。"
 
+# Turns that ask nothing of the articles: greetings, thanks, goodbyes, "who are you". Only the
+# whole turn counts (punctuation, emoji and spaces aside), so "谢谢，综保区有多少企业？" is a question.
+# They get a word on what the service does, not the passages closest to "你好".
+SMALL_TALK = re.compile(
+    r"(?:(?:你们?|您|大家)好|嗨|哈[喽啰罗]|[早晚]上好|[上中下]午好|早安|晚安|在吗|在不在|"
+    r"谢谢(?:你们?|您|啦)?|多谢|感谢|辛苦了?|好的|好吧|知道了|明白了?|收到|懂了|嗯+|哦+|噢+|"
+    r"再见|拜拜|你是谁|你能做什么|你会什么|你可以做什么|怎么用|帮助|"
+    r"hi|hello|hey|thanks|thankyou|thx|ok|okay|bye|goodbye|help)"
+    r"[啊呀啦哈吗呢嘛哦了]*",
+    re.IGNORECASE,
+)
+SMALL_TALK_REPLY = "我根据资料库中的文章回答问题，并注明出处。请直接提问，例如某个园区主攻什么产业、某家企业何时成立。"
+# A turn with no word to look up ("？？？", "请问", "哪里" with no chat before it).
+NOTHING_ASKED = "没有看出要查找什么。请把问题说具体些，写出要问的园区、企业或事件的名称。"
+# Replies that answer nothing: a follow-up finds no subject in them.
+NON_ANSWERS = (NOT_FOUND, SMALL_TALK_REPLY, NOTHING_ASKED)
+
+
+def small_talk(text: str) -> bool:
+    """Is the whole turn small talk (:data:`SMALL_TALK`), punctuation, emoji and spaces aside?"""
+    core = re.sub(r"[\W_]+", "", normalize_width(text))
+    return bool(core) and re.fullmatch(f"(?:{SMALL_TALK.pattern})+", core, re.IGNORECASE) is not None
+
 # What kind of fact a question asks for, from its interrogative word.
 ASKS_NUMBER = re.compile(r"多少|几[个家项年座所次位名倍成亿万千百十天秒分种条款台辆人%]|多大|多长|多高|多远|多久|比例|比重|百分之|占比|第几")
 ASKS_DATE = re.compile(r"何时|什么时候|哪一?年|哪几年|哪些年|哪一?天|哪个月|几月|几号|哪日|日期")

@@ -61,6 +61,8 @@ class Pipeline:
         lead = (self.writer.lead(query, group_text(groups[0])) or "") if groups else ""
         verdict = self.judge.judge(query, read, candidates, groups, lead)
         answer = self.writer.write(query, verdict, groups, read, lead)
+        if answer.abstained and not answer.hits:
+            return answer  # a turn that asks nothing of the articles: no passages are close to it
         # The writer returns its passages with the cited ones first.
         return replace(answer, hits=tuple([*answer.hits, *hits[len(answer.hits) :]][:k]))
 

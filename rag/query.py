@@ -109,7 +109,7 @@ class QueryBuilder:
         answer = _clean(answer)
         # Where something is ("设在哪里") is answered by a place, which later turns seldom ask about.
         if (lang.ASKS_ENTITY.search(question) and not lang.ASKS_WHERE.search(question)
-                and not answer.startswith(lang.NOT_FOUND)):
+                and not answer.startswith(lang.NON_ANSWERS)):
             lead = answer.split("。", 1)[0]
             # A name, not a clause: "一张床，可以拉出半边…" leads no follow-up.
             if (2 <= len(lead) <= self.config.max_subject_chars and len(lead) < len(answer)
@@ -198,7 +198,7 @@ class QueryBuilder:
         if answer:
             context.append((_clean(answer)[: c.previous_answer_chars], c.previous_answer_weight))
         text, given = self._substitute(question, previous.text, about)
-        near = "" if answer.startswith(lang.NOT_FOUND) else answer
+        near = "" if answer.startswith(lang.NON_ANSWERS) else answer
         about = tuple(dict.fromkeys([given, *about]))[: c.max_subjects] if given else about
         return Rewrite(text, text != question, tuple(context), near, given, about)
 

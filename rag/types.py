@@ -146,6 +146,11 @@ class Candidate:
     model_score: float | None = None  # the trained reader's probability, when one runs
 
 
+# Why a turn is declined before any sentence is weighed: it asks nothing of the articles.
+SMALL_TALK = "small talk, not a question"
+NOTHING_ASKED = "the question names nothing to look up"
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """The judge's decision: answer or abstain, with P(the answer is right)."""

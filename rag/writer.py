@@ -19,7 +19,7 @@ import numpy as np
 from rag import lang
 from rag.reader import Group, group_text
 from rag.text import match_key
-from rag.types import Answer, Citation, Hit, Query, Verdict
+from rag.types import NOTHING_ASKED, SMALL_TALK, Answer, Citation, Hit, Query, Verdict
 
 if TYPE_CHECKING:
     from rag.index import IndexData
@@ -39,9 +39,19 @@ class WriterConfig:
     lead_gap: int = 12  # a value must follow the question's words within this many characters
 
 
+# Turns declined before anything was weighed get a word on what to ask instead of passages:
+# the passages closest to "你好" or "？？？" are noise.
+NOT_QUESTIONS = {SMALL_TALK: lang.SMALL_TALK_REPLY, NOTHING_ASKED: lang.NOTHING_ASKED}
+
+
 def abstain(query: Query, verdict: Verdict, hits: Sequence[Hit]) -> Answer:
-    """The not-found answer: no citations, the closest passages as hits."""
-    return Answer(ABSTAIN_TEXT, True, (), tuple(hits), verdict.probability, shown_question(query),
+    """The not-found answer: no citations, the closest passages as hits (none for a turn that
+    asks nothing of the articles)."""
+    if verdict.reason in NOT_QUESTIONS:
+        text, hits = NOT_QUESTIONS[verdict.reason], ()
+    else:
+        text = ABSTAIN_TEXT
+    return Answer(text, True, (), tuple(hits), verdict.probability, shown_question(query),
                   rewritten=query.rewritten, note=verdict.reason)
 
 

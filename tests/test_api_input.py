@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
+from rag import lang
+
 # --- helpers -------------------------------------------------------------------
 
 
@@ -499,6 +501,44 @@ def test_openai_bad_stream_flag_is_422(client, stream):
 )
 def test_odd_but_valid_text_gets_an_answer_or_abstention(client, endpoint, text):
     assert_answer_or_abstention(post(client, endpoint, text), endpoint)
+
+
+# Turns that ask nothing of the articles, with the reply each gets.
+ASKS_NOTHING = [("你好！", lang.SMALL_TALK_REPLY), ("谢谢😀", lang.SMALL_TALK_REPLY), ("Thank you", lang.SMALL_TALK_REPLY),
+                ("在吗？", lang.SMALL_TALK_REPLY), ("？？？", lang.NOTHING_ASKED), ("请问", lang.NOTHING_ASKED)]
+
+
+@pytest.mark.parametrize("endpoint", ["ask", "chat", "openai"])
+@pytest.mark.parametrize(("text", "reply"), ASKS_NOTHING, ids=["hello", "thanks", "english", "anyone", "marks", "filler"])
+def test_turn_that_asks_nothing_gets_a_word_on_what_to_ask(client, endpoint, text, reply):
+    """A greeting, or a turn with no word to look up, is declined with P(right) 0 and told what to
+    ask: not answered with the sentence closest to it ("你好" once got "你好吗？”" at 0.98)."""
+    body = post(client, endpoint, text).json()
+    assert body["abstained"] is True
+    if endpoint == "openai":
+        assert body["choices"][0]["message"]["content"] == reply and not body["citations"]
+        return
+    assert (body["answer"], body["confidence"], body["citations"], body["hits"]) == (reply, 0.0, [], [])
+
+
+@pytest.mark.parametrize("endpoint", ["ask", "chat"])
+def test_greeting_before_a_question_does_not_stop_the_answer(client, endpoint):
+    body = post(client, endpoint, "你好，杭州综合保税区获批于哪一年？").json()
+    assert not body["abstained"] and "2018" in body["answer"]
+
+
+def test_thanks_mid_chat_gets_small_talk_and_the_chat_goes_on(client):
+    """Thanks between questions is small talk; the next follow-up still finds the subject the
+    chat is about (the reply to the thanks names none)."""
+    question = "杭州综合保税区获批于哪一年？"
+    messages = [{"role": "user", "content": question},
+                {"role": "assistant", "content": post(client, "ask", question).json()["answer"]},
+                {"role": "user", "content": "谢谢！"}]
+    thanks = client.post("/chat", json={"messages": messages}).json()
+    assert (thanks["answer"], thanks["abstained"], thanks["hits"]) == (lang.SMALL_TALK_REPLY, True, [])
+    messages += [{"role": "assistant", "content": thanks["answer"]}, {"role": "user", "content": "它集聚了多少家企业？"}]
+    follow = client.post("/chat", json={"messages": messages}).json()
+    assert "综合保税区" in follow["question"] and not follow["abstained"] and follow["citations"]
 
 
 @pytest.mark.parametrize("endpoint", ["ask", "chat", "openai"])

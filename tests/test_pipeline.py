@@ -12,6 +12,7 @@ import httpx
 import openai
 import pytest
 
+from rag import lang
 from rag.judge import JudgeError, JudgeModel
 from rag.query import Turn
 
@@ -75,12 +76,21 @@ def test_where_follow_up_cites_where_the_subject_lies(service):
      ("这套办法的优势在哪里？", False), ("鼎龙科技在哪个领域市场份额最大？", False), ("松下的新品在哪个展会亮相？", False)],
 )
 def test_place_questions_are_told_from_questions_that_only_say_where(service, question, asks):
-    from rag import lang
-
     tok = service.require().data.tokenizer
     assert lang.asks_place(question, tok.names_something) is asks
     terms = [t[0] for t in service.require().pipeline.queries.from_text(question).terms]
     assert (lang.PLACE_VERB in terms) is asks  # added when the question does not say it
+
+
+@pytest.mark.parametrize(("text", "small"), [
+    ("你好", True), ("您好！😀", True), ("谢谢你们", True), ("好的，谢谢", True), ("Thank you!", True),
+    ("OK 再见", True), ("謝謝", False),  # traditional: the query builder converts it first
+    ("谢谢，综保区集聚了多少家企业？", False), ("你好，江东芯谷在哪里", False), ("好的企业有哪些？", False),
+    ("感谢信是谁写的？", False), ("history", False), ("？？？", False), ("", False),
+])
+def test_small_talk_is_the_whole_turn(text, small):
+    """Only a turn that is nothing but greetings, thanks or goodbyes is small talk."""
+    assert lang.small_talk(text) is small
 
 
 def test_follow_up_names_the_previous_questions_subject(service):
