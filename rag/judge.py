@@ -22,7 +22,15 @@ from rag import lang
 from rag.aliases import with_aliases
 from rag.reader import group_text
 from rag.text import match_key, normalize_width
-from rag.types import NOTHING_ASKED, SMALL_TALK, Candidate, Hit, Query, Sentence, Verdict
+from rag.types import (
+    NOTHING_ASKED_REASON,
+    SMALL_TALK_REASON,
+    Candidate,
+    Hit,
+    Query,
+    Sentence,
+    Verdict,
+)
 
 if TYPE_CHECKING:
     from rag.index import IndexData
@@ -181,9 +189,9 @@ class Judge:
         # A greeting or a turn with no word to look up has no right answer in the articles,
         # whatever the closest sentence scores ("你好" matches "你好吗？” ...).
         if lang.small_talk(query.text) or lang.small_talk(query.asked):
-            return Verdict(False, 0.0, {}, SMALL_TALK)
+            return Verdict(False, 0.0, {}, SMALL_TALK_REASON)
         if not query.terms:
-            return Verdict(False, 0.0, {}, NOTHING_ASKED)
+            return Verdict(False, 0.0, {}, NOTHING_ASKED_REASON)
         if not candidates or not chosen:
             return Verdict(False, 0.0, {}, "nothing retrieved")
         if self.model is None:

@@ -31,15 +31,16 @@ SMALL_TALK = re.compile(
 )
 SMALL_TALK_REPLY = "我根据资料库中的文章回答问题，并注明出处。请直接提问，例如某个园区主攻什么产业、某家企业何时成立。"
 # A turn with no word to look up ("？？？", "请问", "哪里" with no chat before it).
-NOTHING_ASKED = "没有看出要查找什么。请把问题说具体些，写出要问的园区、企业或事件的名称。"
+NOTHING_ASKED_REPLY = "没有看出要查找什么。请把问题说具体些，写出要问的园区、企业或事件的名称。"
 # Replies that answer nothing: a follow-up finds no subject in them.
-NON_ANSWERS = (NOT_FOUND, SMALL_TALK_REPLY, NOTHING_ASKED)
+NON_ANSWERS = (NOT_FOUND, SMALL_TALK_REPLY, NOTHING_ASKED_REPLY)
 
 
 def small_talk(text: str) -> bool:
     """Is the whole turn small talk (:data:`SMALL_TALK`), punctuation, emoji and spaces aside?"""
     core = re.sub(r"[\W_]+", "", normalize_width(text))
     return bool(core) and re.fullmatch(f"(?:{SMALL_TALK.pattern})+", core, re.IGNORECASE) is not None
+
 
 # What kind of fact a question asks for, from its interrogative word.
 ASKS_NUMBER = re.compile(r"多少|几[个家项年座所次位名倍成亿万千百十天秒分种条款台辆人%]|多大|多长|多高|多远|多久|比例|比重|百分之|占比|第几")

@@ -147,8 +147,8 @@ class Candidate:
 
 
 # Why a turn is declined before any sentence is weighed: it asks nothing of the articles.
-SMALL_TALK = "small talk, not a question"
-NOTHING_ASKED = "the question names nothing to look up"
+SMALL_TALK_REASON = "small talk, not a question"
+NOTHING_ASKED_REASON = "the question names nothing to look up"
 
 
 @dataclass(frozen=True, slots=True)

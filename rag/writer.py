@@ -19,7 +19,7 @@ import numpy as np
 from rag import lang
 from rag.reader import Group, group_text
 from rag.text import match_key
-from rag.types import NOTHING_ASKED, SMALL_TALK, Answer, Citation, Hit, Query, Verdict
+from rag.types import NOTHING_ASKED_REASON, SMALL_TALK_REASON, Answer, Citation, Hit, Query, Verdict
 
 if TYPE_CHECKING:
     from rag.index import IndexData
@@ -41,7 +41,7 @@ class WriterConfig:
 
 # Turns declined before anything was weighed get a word on what to ask instead of passages:
 # the passages closest to "你好" or "？？？" are noise.
-NOT_QUESTIONS = {SMALL_TALK: lang.SMALL_TALK_REPLY, NOTHING_ASKED: lang.NOTHING_ASKED}
+NOT_QUESTIONS = {SMALL_TALK_REASON: lang.SMALL_TALK_REPLY, NOTHING_ASKED_REASON: lang.NOTHING_ASKED_REPLY}
 
 
 def abstain(query: Query, verdict: Verdict, hits: Sequence[Hit]) -> Answer:

@@ -505,7 +505,7 @@ def test_odd_but_valid_text_gets_an_answer_or_abstention(client, endpoint, text)
 
 # Turns that ask nothing of the articles, with the reply each gets.
 ASKS_NOTHING = [("你好！", lang.SMALL_TALK_REPLY), ("谢谢😀", lang.SMALL_TALK_REPLY), ("Thank you", lang.SMALL_TALK_REPLY),
-                ("在吗？", lang.SMALL_TALK_REPLY), ("？？？", lang.NOTHING_ASKED), ("请问", lang.NOTHING_ASKED)]
+                ("在吗？", lang.SMALL_TALK_REPLY), ("？？？", lang.NOTHING_ASKED_REPLY), ("请问", lang.NOTHING_ASKED_REPLY)]
 
 
 @pytest.mark.parametrize("endpoint", ["ask", "chat", "openai"])
