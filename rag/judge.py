@@ -177,6 +177,17 @@ class Judge:
         assert self.model is not None
         return self.model.threshold
 
+    @staticmethod
+    def asks_nothing(query: Query) -> Verdict | None:
+        """The verdict on a turn that asks nothing of the articles (a greeting, or no word to
+        look up), decided before anything is retrieved; None for a question. Such a turn has no
+        right answer, whatever the closest sentence scores ("你好" matches "你好吗？” ...)."""
+        if lang.small_talk(query.text) or lang.small_talk(query.asked):
+            return Verdict(False, 0.0, {}, SMALL_TALK_REASON)
+        if not query.terms:
+            return Verdict(False, 0.0, {}, NOTHING_ASKED_REASON)
+        return None
+
     def judge(
         self, query: Query, hits: Sequence[Hit], candidates: Sequence[Candidate],
         chosen: Sequence[tuple[Sequence[Sentence], Candidate]], lead: str | None = None,
@@ -186,12 +197,6 @@ class Judge:
         ``lead`` is the value or name the writer found for the question in the cited
         sentence (None when it found none): a sentence that states what was asked.
         """
-        # A greeting or a turn with no word to look up has no right answer in the articles,
-        # whatever the closest sentence scores ("你好" matches "你好吗？” ...).
-        if lang.small_talk(query.text) or lang.small_talk(query.asked):
-            return Verdict(False, 0.0, {}, SMALL_TALK_REASON)
-        if not query.terms:
-            return Verdict(False, 0.0, {}, NOTHING_ASKED_REASON)
         if not candidates or not chosen:
             return Verdict(False, 0.0, {}, "nothing retrieved")
         if self.model is None:

@@ -22,11 +22,11 @@ NOT_FOUND = "资料中没有找到这个问题的答案。"
 # whole turn counts (punctuation, emoji and spaces aside), so "谢谢，综保区有多少企业？" is a question.
 # They get a word on what the service does, not the passages closest to "你好".
 SMALL_TALK = re.compile(
-    r"(?:(?:你们?|您|大家)好|嗨|哈[喽啰罗]|[早晚]上好|[上中下]午好|早安|晚安|在吗|在不在|"
+    r"(?:(?:(?:你们?|您|大家)好|嗨|哈[喽啰罗]|[早晚]上好|[上中下]午好|早安|晚安|在吗|在不在|"
     r"谢谢(?:你们?|您|啦)?|多谢|感谢|辛苦了?|好的|好吧|知道了|明白了?|收到|懂了|嗯+|哦+|噢+|"
     r"再见|拜拜|你是谁|你能做什么|你会什么|你可以做什么|怎么用|帮助|"
     r"hi|hello|hey|thanks|thankyou|thx|ok|okay|bye|goodbye|help)"
-    r"[啊呀啦哈吗呢嘛哦了]*",
+    r"[啊呀啦哈吗呢嘛哦了]*)+",
     re.IGNORECASE,
 )
 SMALL_TALK_REPLY = "我根据资料库中的文章回答问题，并注明出处。请直接提问，例如某个园区主攻什么产业、某家企业何时成立。"
@@ -39,7 +39,7 @@ NON_ANSWERS = (NOT_FOUND, SMALL_TALK_REPLY, NOTHING_ASKED_REPLY)
 def small_talk(text: str) -> bool:
     """Is the whole turn small talk (:data:`SMALL_TALK`), punctuation, emoji and spaces aside?"""
     core = re.sub(r"[\W_]+", "", normalize_width(text))
-    return bool(core) and re.fullmatch(f"(?:{SMALL_TALK.pattern})+", core, re.IGNORECASE) is not None
+    return SMALL_TALK.fullmatch(core) is not None
 
 
 # What kind of fact a question asks for, from its interrogative word.

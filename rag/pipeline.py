@@ -50,6 +50,9 @@ class Pipeline:
         """Answer ``query``; the returned hits are the best ``k`` passages, cited ones first."""
         if mode not in MODES:
             raise ValueError(f"Unknown retrieval mode '{mode}'. Choose one of {list(MODES)}")
+        declined = self.judge.asks_nothing(query)
+        if declined is not None:  # nothing to look up: no passage is close to it
+            return self.writer.write(query, declined, (), ())
         hits = self.retriever.retrieve(query, max(k, self.answer_passages), mode)
         read = hits[: self.answer_passages]
         candidates = self.reader.read(query, read)
@@ -61,8 +64,6 @@ class Pipeline:
         lead = (self.writer.lead(query, group_text(groups[0])) or "") if groups else ""
         verdict = self.judge.judge(query, read, candidates, groups, lead)
         answer = self.writer.write(query, verdict, groups, read, lead)
-        if answer.abstained and not answer.hits:
-            return answer  # a turn that asks nothing of the articles: no passages are close to it
         # The writer returns its passages with the cited ones first.
         return replace(answer, hits=tuple([*answer.hits, *hits[len(answer.hits) :]][:k]))
 

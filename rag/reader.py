@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -282,10 +282,10 @@ class Reader:
             for c in head
         ]
         probs = self.model.score(question, texts)
+        w = self.config.model
         rescored = [
-            Candidate(cand.sentence, cand.hit, cand.score + self.config.model * float(p), cand.coverage,
-                      cand.dense, cand.context_dense, cand.attribute,
-                      cand.plain_score + self.config.model * float(p), float(p))
+            replace(cand, score=cand.score + w * float(p), plain_score=cand.plain_score + w * float(p),
+                    model_score=float(p))
             for cand, p in zip(head, probs, strict=True)  # type: ignore[call-overload]
         ]
         rescored.sort(key=lambda s: -s.score)

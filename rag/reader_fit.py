@@ -166,7 +166,6 @@ def run_reader_fit_command(args: Any, settings: Settings) -> int:
     prior = np.array(ReaderConfig().weights(), dtype=float)
     cv = cross_validate(questions, prior, args.seed)
     best = choose_strength(cv, len(questions))
-    kept = best is not None
     if best is not None:
         u = fit_logits(questions, prior * temperature(questions, prior), best)
         weights = to_config_scale(u, prior)
@@ -177,7 +176,7 @@ def run_reader_fit_command(args: Any, settings: Settings) -> int:
                      "and turns whose evidence is among the candidates)",
         "data_sha256": data_hash(questions), "embedder": settings.embedder,
         "cross_validated_hit_rate": {k: round(v, 4) for k, v in cv.items()},
-        "strength": best if kept else None, "kept": "fitted" if kept else "defaults (no fit beat them by more than one standard error)",
+        "strength": best, "kept": "fitted" if best is not None else "defaults (no fit beat them by more than one standard error)",
         "train_hit_rate": round(hit_rate(questions, weights), 4), "prior_hit_rate": round(hit_rate(questions, prior), 4),
         "command": f"rag reader fit --out {out}",
     }
