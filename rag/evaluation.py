@@ -242,7 +242,8 @@ def has_answer(answer_text: str, gold: str) -> bool:
         return False
     pattern = re.escape(key)
     if key[0].isdigit():
-        pattern = r"(?<![\d.])" + pattern
+        # Not after a digit or a decimal point; an ellipsis ("…" is "..." in the key) is neither.
+        pattern = r"(?<!\d)(?<!\d\.)" + pattern
     if key[-1].isdigit():
         pattern += r"(?!\.?\d)"
     return re.search(pattern, answer_key(answer_text)) is not None

@@ -232,7 +232,9 @@ class Judge:
     ) -> dict[str, float]:
         """Every signal the judge can read, by name."""
         best = candidates[0]
-        used = {s.sent_id for group, _ in chosen for s in group}
+        # How far the best stands above the next sentence outside its own span, whatever else
+        # the answer cites beside it (the pick of a second sentence is the writer's business).
+        used = {s.sent_id for s in chosen[0][0]}
         rest = next((c.score for c in candidates if c.sentence.sent_id not in used), 0.0)
         margin = best.score - rest
         best_text = group_text(chosen[0])

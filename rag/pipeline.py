@@ -93,8 +93,7 @@ def build_pipeline(
     (what `rag reader fit` fits from; the file may be of an older format)."""
     kind, _ = reader_settings(settings)
     use_model = kind == "model" and sentence_model is not None
-    rest = {"max_sentences": settings.max_answer_sentences, "max_chars": settings.answer_max_chars,
-            "model": settings.reader_weight if use_model else 0.0}
+    rest = {"max_sentences": settings.max_answer_sentences, "model": settings.reader_weight if use_model else 0.0}
     weights = settings.reader_weights_path or DEFAULT_WEIGHTS
     # The shipped weights file may be absent (the code's defaults then); one named in the settings may not.
     if default_weights or not (weights.is_file() or settings.reader_weights_path):

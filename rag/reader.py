@@ -81,7 +81,15 @@ class ReaderConfig:
     # top-sentence hit rate 0.919 -> 0.925 on dev, 0.819 -> 0.845 on the 640 hand-written questions.
     attribute: float = 0.175
     idf_power: float = 2.0  # >1 lets rare words dominate coverage
-    neighbour_share: float = 0.80  # a sentence near the best joins the answer above this share of its score
+    # A sentence near the best joins the answer above this share of its score, any other above
+    # other_share. Their length is the writer's business: it trims each cited text to the budget.
+    # (The pick used to skip a second sentence that would pass the length budget, which dropped
+    # the one stating the fact next to the one naming its subject. Without that check, at
+    # 0.7/0.9 instead of 0.8/0.95, and the judge refitted: on the 640 hand-written questions,
+    # cited evidence 0.850 -> 0.894 and right answers 0.867 -> 0.903; on dev 0.929 -> 0.947 and
+    # 0.912 -> 0.929; the test split's questions unchanged, none gained or lost.)
+    neighbour_share: float = 0.70
+    other_share: float = 0.90
     # Share of coverage credited from the section title and previous sentence. A fact is often
     # stated one sentence after the one naming its subject: going from 0.35 to 0.5, top-sentence
     # hit rate 0.885 -> 0.903 on dev and 0.809 -> 0.819 on the 640 hand-written questions (0.6
@@ -90,7 +98,6 @@ class ReaderConfig:
     model: float = 0.0  # weight of the trained reader's probability in the ranking score
     model_candidates: int = 12  # the trained reader scores this many of the best rule candidates
     max_sentences: int = 2  # sentences an answer cites at most
-    max_chars: int = 150  # the answer's length budget, for picking a second sentence
 
     def weights(self) -> Features:
         """The weights of :class:`Features` in the ranking score (penalties negative)."""
@@ -305,8 +312,8 @@ class Reader:
         return span
 
     def pick(self, candidates: Sequence[Candidate]) -> list[tuple[list[Sentence], Candidate]]:
-        """The sentence groups the answer cites: the best (with its context), and a second
-        sentence when nearly as good or a close neighbour of the best; in reading order."""
+        """The sentence groups the answer cites: the best (with its context) first, and a second
+        sentence when nearly as good or a close neighbour of the best."""
         if not candidates:
             return []
         c = self.config
@@ -316,11 +323,10 @@ class Reader:
         for cand in candidates[1 : c.max_sentences + 2]:
             if len(groups) >= c.max_sentences:
                 break
-            total = sum(s.end - s.start for g, _ in groups for s in g) + len(cand.sentence.text) + 8
             # The fact often sits one sentence away from its subject.
             near = cand.sentence.doc_id == best.sentence.doc_id and abs(cand.sentence.sent_id - best.sentence.sent_id) <= 2
-            bar = c.neighbour_share if near else 0.95
-            if cand.score >= bar * best.score and total <= c.max_chars and cand.sentence.sent_id not in used:
+            bar = c.neighbour_share if near else c.other_share
+            if cand.score >= bar * best.score and cand.sentence.sent_id not in used:
                 groups.append(([cand.sentence], cand))
                 used.add(cand.sentence.sent_id)
         return groups

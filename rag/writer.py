@@ -37,6 +37,9 @@ class Writer(Protocol):
 class WriterConfig:
     max_chars: int = 150  # the answer's length budget
     lead_gap: int = 12  # a value must follow the question's words within this many characters
+    # The room kept for each cited text beside the best one, which gets what it needs of the rest:
+    # it holds the value the answer leads with.
+    other_chars: int = 60
 
 
 # Turns declined before anything was weighed get a word on what to ask instead of passages:
@@ -87,7 +90,6 @@ class ExtractiveWriter:
         if not verdict.answer or not groups:
             return abstain(query, verdict, hits)
         best = groups[0][1]
-        ordered_groups = sorted(groups, key=lambda g: (g[0][0].doc_id, g[0][0].start))
         budget = self.config.max_chars
         parts: list[str] = []
         citations = []
@@ -96,10 +98,12 @@ class ExtractiveWriter:
         if lead:
             parts.append(f"{lead}。")
             budget -= len(lead) + 1
-        share = budget // len(ordered_groups) - 4
-        for n, (span, item) in enumerate(ordered_groups, start=1):
+        # The best group first, right after the value it states (it used to follow reading
+        # order, which could put a sentence about something else between the value and its source).
+        texts = [self.data.documents[s[0].doc_id].text[s[0].start : s[-1].end] for s, _ in groups]
+        shares = self._shares([len(t) for t in texts], budget - 4 * len(texts))
+        for n, ((span, item), text, share) in enumerate(zip(groups, texts, shares, strict=True), start=1):
             first, last = span[0], span[-1]
-            text = self.data.documents[first.doc_id].text[first.start : last.end]
             parts.append(f"{self._trim(text, query, share)}[{n}]")
             citations.append(
                 Citation(n, first.doc_id, first.title, text, first.start, last.end,
@@ -111,6 +115,19 @@ class ExtractiveWriter:
         ordered = sorted(hits, key=lambda h: cited.index(h.chunk.chunk_id) if h.chunk.chunk_id in cited else len(cited))
         return Answer("".join(parts), False, tuple(citations), tuple(ordered), verdict.probability,
                       shown_question(query), lead=lead or "", rewritten=query.rewritten)
+
+    def _shares(self, lengths: Sequence[int], budget: int) -> list[int]:
+        """Characters each cited text may keep within ``budget``: the first (the best) what it
+        needs, leaving each other at least ``other_chars`` (or its length); the others share
+        the rest, the shortest first so that what one leaves goes to the next."""
+        best, others = lengths[0], range(1, len(lengths))
+        floor = sum(min(lengths[i], self.config.other_chars) for i in others)
+        shares = [max(min(best, budget - floor), budget // len(lengths))]
+        left, rest = budget - shares[0], {}
+        for n, i in enumerate(sorted(others, key=lambda i: lengths[i])):
+            rest[i] = min(lengths[i], left // (len(others) - n))
+            left -= rest[i]
+        return shares + [rest[i] for i in others]
 
     # --- the lead value ---------------------------------------------------------------
 
@@ -207,7 +224,11 @@ class ExtractiveWriter:
             return text
         clauses = lang.CLAUSE.findall(text) or [text]
         score = self._coverage or (lambda _q, _k: 0.0)
-        scores = [score(query, match_key(c)) for c in clauses]
+        # The clause stating the kind of value asked for comes first (a date that opens the
+        # sentence, a count at its end): without it the shortened text no longer answers.
+        check = lang.value_check(query.text)
+        scores = [score(query, match_key(c)) + (check is not None and not lang.lacks_value(check, c))
+                  for c in clauses]
         best = int(np.argmax(scores))
         lo = hi = best
         # Grow the window around the best clause while it fits.

@@ -51,6 +51,9 @@ def test_right_answer_ignores_width_spacing_and_trailing_zeros():
     assert not score_item(item(), result("约12平方公里。[1]"), 0).correct  # 2 is not the tail of 12
     assert score_item(item(("2.5亿元",)), result("共2.50亿元[1]"), 0).correct
     assert not score_item(item(("2018年",)), result("20185年"), 0).correct
+    # A shortened answer opens with an ellipsis, which is no decimal point; "1.2" still is one.
+    assert score_item(item(), result("…2平方公里的区域，…[1]"), 0).correct
+    assert not score_item(item(), result("约1.2平方公里。[1]"), 0).correct
     assert not score_item(item(), result("约2平方公里。", abstained=True), 0).correct
 
 

@@ -44,6 +44,28 @@ def test_number_lead_is_the_value_asked_and_stated_in_the_citation(service, ques
     assert any(lead in c.text for c in answer.citations)
 
 
+def test_value_is_followed_by_the_sentence_stating_it(service):
+    """With a second sentence cited, the one the value comes from still comes right after it."""
+    answer = service.ask("杭州医药港有多少家生物医药企业？")
+    assert answer.lead == "1000余家" and len(answer.citations) == 2
+    assert "1000余家" in answer.citations[0].text and "1000余家" not in answer.citations[1].text
+    assert "1000余家" in answer.text.removeprefix("1000余家。").split("[1]")[0]
+
+
+def test_a_second_sentence_is_cited_whole_however_long_and_the_answer_kept_short(service, settings):
+    """The pick cites a nearly-as-good sentence whatever its length; the writer trims what the
+    answer shows to the budget, while each citation keeps the whole sentence."""
+    answer = service.ask("杭州综合保税区是哪一年获批的？")
+    assert len(answer.citations) == 2
+    assert sum(len(c.text) for c in answer.citations) > settings.answer_max_chars
+    assert len(answer.text) <= settings.answer_max_chars
+    docs = service.require().data.documents
+    for c in answer.citations:
+        assert docs[c.doc_id].text[c.start : c.end] == c.text and c.text.endswith(lang.TERMINAL)
+        assert f"[{c.id}]" in answer.text
+    assert "2018年2月获批" in answer.text.split("[1]")[0]
+
+
 def test_no_lead_in_a_unit_the_question_did_not_ask(service):
     """Whatever the judge decides, a value in another unit never opens the answer."""
     answer = service.ask(Q_UNIT_MISS)
