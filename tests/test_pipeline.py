@@ -104,6 +104,20 @@ def test_place_questions_are_told_from_questions_that_only_say_where(service, qu
     assert (lang.PLACE_VERB in terms) is asks  # added when the question does not say it
 
 
+@pytest.mark.parametrize(("question", "word"), [
+    ("园区里有几十家企业，其中龙头企业是哪家？", "哪"), ("几乎所有企业都用了哪个平台？", "哪"),
+    ("任何企业都能申请的补贴叫什么？", "什么"), ("钱塘新区有几个产业平台？", "几"), ("何时投产？", "何"),
+])
+def test_the_question_word_is_not_a_numeral_or_adverb(service, question, word):
+    """The asked attribute is read next to the question word, not next to 几十 or 任何."""
+    from rag.reader import asked_attribute
+
+    assert lang.QUESTION_WORD.search(question).group() == word
+    query = service.require().pipeline.queries.from_text(question)
+    at = question.index(word)
+    assert all(abs(question.find(t[0]) - at) <= lang.ATTRIBUTE_REACH + len(t[0]) for t in asked_attribute(query))
+
+
 @pytest.mark.parametrize(("text", "small"), [
     ("你好", True), ("您好！😀", True), ("谢谢你们", True), ("好的，谢谢", True), ("Thank you!", True),
     ("OK 再见", True), ("謝謝", False),  # traditional: the query builder converts it first
