@@ -40,6 +40,9 @@ class WriterConfig:
     # The room kept for each cited text beside the best one, which gets what it needs of the rest:
     # it holds the value the answer leads with.
     other_chars: int = 60
+    # Each cited text shown needs this much room to say anything: a budget too small for two
+    # shows one (RAG_ANSWER_MAX_CHARS may be as low as 20).
+    min_piece: int = 30
 
 
 # Turns declined before anything was weighed get a word on what to ask instead of passages:
@@ -98,6 +101,7 @@ class ExtractiveWriter:
         if lead:
             parts.append(f"{lead}。")
             budget -= len(lead) + 1
+        groups = groups[: max(1, budget // self.config.min_piece)]
         # The best group first, right after the value it states (it used to follow reading
         # order, which could put a sentence about something else between the value and its source).
         texts = [self.data.documents[s[0].doc_id].text[s[0].start : s[-1].end] for s, _ in groups]

@@ -66,6 +66,22 @@ def test_a_second_sentence_is_cited_whole_however_long_and_the_answer_kept_short
     assert "2018年2月获批" in answer.text.split("[1]")[0]
 
 
+def test_a_small_budget_shows_one_sentence_not_two_slivers(service):
+    from rag.types import Verdict
+    from rag.writer import ExtractiveWriter, WriterConfig
+
+    pipe, data = service.require().pipeline, service.require().data
+    query = pipe.queries.from_text("杭州医药港有多少家生物医药企业？")
+    hits = pipe.retrieve(query, pipe.answer_passages)
+    groups = pipe.reader.pick(pipe.reader.read(query, hits))
+    assert len(groups) == 2
+    for budget, shown in ((40, 1), (150, 2)):
+        writer = ExtractiveWriter(data, WriterConfig(max_chars=budget), coverage=pipe.reader.coverage)
+        answer = writer.write(query, Verdict(True, 0.9), groups, hits)
+        assert len(answer.citations) == shown and len(answer.text) <= budget
+        assert answer.text.startswith("1000余家。") and ("[2]" in answer.text) is (shown == 2)
+
+
 def test_no_lead_in_a_unit_the_question_did_not_ask(service):
     """Whatever the judge decides, a value in another unit never opens the answer."""
     answer = service.ask(Q_UNIT_MISS)
