@@ -49,8 +49,11 @@ ASKS_REASON = re.compile(r"为什么|为何|原因|何以|怎么会")
 ASKS_NAME = re.compile(r"叫什么|什么名|名称|称为什么|称作什么|简称")
 # Any interrogative word: the words next to it name the attribute asked about
 # ("采用什么模式", "第一时间找谁"), which the answering sentence states.
-# 几 in 几十/几百/几乎 and 何 in 任何 ask nothing: the asked attribute is next to the real question word.
-QUESTION_WORD = re.compile(r"什么|哪|多少|几(?![十百千万乎])|谁|(?<!任)何|怎么|怎样|如何|是否|多大|多长|多高|多久|多远|吗")
+# 几 in 几十/十几/好几/几乎 and 何 in 任何 ask nothing: the asked attribute is next to the real
+# question word.
+QUESTION_WORD = re.compile(
+    r"什么|哪|多少|(?<![十百千万好])几(?![十百千万亿乎])|谁|(?<!任)何|怎么|怎样|如何|是否|多大|多长|多高|多久|多远|吗"
+)
 ATTRIBUTE_REACH = 6  # characters either side of the question word
 # Questions answered by a name: which one, who, what is it called.
 ASKS_ENTITY = re.compile(r"哪[个家所座位款项类些里]|哪一[个家所座位款项类]|谁|什么(?:企业|公司|平台|项目|产业|名字|机构|园区|地方|产品|技术)|叫什么|名称|简称")

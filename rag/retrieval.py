@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from rag import lang
 from rag.config import Settings
 from rag.index import IndexData
 from rag.text import match_key
@@ -108,13 +109,18 @@ class Retriever:
         return [Hit(chunks[i], float(fused[i]), kw_rank.get(i), dn_rank.get(i)) for i in order]
 
     def cited_sentences(self, answer: str) -> set[int]:
-        """Sentences of the index that ``answer`` quotes (found by their opening characters)."""
+        """Sentences of the index that ``answer`` quotes (found by the opening characters of the
+        sentence or of one of its clauses: a shortened answer shows a sentence from a clause on)."""
         if self._prefixes is None:
             prefixes: dict[str, list[int]] = {}
             for s in self.data.sentences:
-                key = match_key(s.text)
-                if len(key) >= CITED_PREFIX_CHARS:
-                    prefixes.setdefault(key[:CITED_PREFIX_CHARS], []).append(s.sent_id)
+                clauses = lang.CLAUSE.findall(s.text) or [s.text]
+                for n in range(len(clauses)):
+                    key = match_key("".join(clauses[n:]))
+                    if len(key) >= CITED_PREFIX_CHARS:
+                        ids = prefixes.setdefault(key[:CITED_PREFIX_CHARS], [])
+                        if s.sent_id not in ids:
+                            ids.append(s.sent_id)
             self._prefixes = prefixes
         key = match_key(answer)
         found: set[int] = set()

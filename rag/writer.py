@@ -101,7 +101,7 @@ class ExtractiveWriter:
         if lead:
             parts.append(f"{lead}。")
             budget -= len(lead) + 1
-        groups = groups[: max(1, budget // self.config.min_piece)]
+        groups = groups[: max(1, budget // (self.config.min_piece + 4))]  # 4: the [n] marker
         # The best group first, right after the value it states (it used to follow reading
         # order, which could put a sentence about something else between the value and its source).
         texts = [self.data.documents[s[0].doc_id].text[s[0].start : s[-1].end] for s, _ in groups]
@@ -126,7 +126,7 @@ class ExtractiveWriter:
         the rest, the shortest first so that what one leaves goes to the next."""
         best, others = lengths[0], range(1, len(lengths))
         floor = sum(min(lengths[i], self.config.other_chars) for i in others)
-        shares = [max(min(best, budget - floor), budget // len(lengths))]
+        shares = [min(best, max(budget - floor, budget // len(lengths)))]
         left, rest = budget - shares[0], {}
         for n, i in enumerate(sorted(others, key=lambda i: lengths[i])):
             rest[i] = min(lengths[i], left // (len(others) - n))
@@ -226,6 +226,8 @@ class ExtractiveWriter:
         """Shorten a long passage to its clauses that carry the question's words."""
         if len(text) <= limit:
             return text
+        if limit < 3:  # no room for any of it (a tiny budget after a long lead)
+            return "…"
         clauses = lang.CLAUSE.findall(text) or [text]
         score = self._coverage or (lambda _q, _k: 0.0)
         # The clause stating the kind of value asked for comes first (a date that opens the

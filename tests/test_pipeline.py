@@ -82,6 +82,33 @@ def test_a_small_budget_shows_one_sentence_not_two_slivers(service):
         assert answer.text.startswith("1000余家。") and ("[2]" in answer.text) is (shown == 2)
 
 
+@pytest.mark.parametrize(("lengths", "budget", "shares"), [
+    ((20, 200), 142, [20, 122]),  # a short best leaves the rest to the other
+    ((200, 200), 142, [82, 60]),  # a long best keeps what it needs but 60 for the other
+    ((88, 50), 136, [86, 50]),
+    ((40,), 136, [40]),
+    ((100, 100, 100), 60, [20, 20, 20]),
+])
+def test_the_budget_goes_to_the_best_text_first(service, lengths, budget, shares):
+    from rag.writer import ExtractiveWriter
+
+    got = ExtractiveWriter(service.require().data)._shares(lengths, budget)
+    assert got == shares and sum(got) <= budget
+
+
+def test_a_shortened_citation_is_still_found_in_the_previous_answer(service):
+    """A follow-up finds where the conversation is from the previous answer's text, which may
+    show a long sentence from one of its clauses on."""
+    answer = service.ask("杭州综合保税区是哪一年获批的？")
+    first = answer.citations[0]
+    shown = answer.text.split("[1]")[0]
+    assert shown.startswith("…") and not shown.startswith("…" + first.text[:6])  # cut at a clause
+    retriever = service.require().pipeline.retriever
+    sent_ids = {s.sent_id for s in service.require().data.sentences
+                if s.doc_id == first.doc_id and s.start == first.start}
+    assert sent_ids and sent_ids <= retriever.cited_sentences(shown)
+
+
 def test_no_lead_in_a_unit_the_question_did_not_ask(service):
     """Whatever the judge decides, a value in another unit never opens the answer."""
     answer = service.ask(Q_UNIT_MISS)
@@ -122,6 +149,7 @@ def test_place_questions_are_told_from_questions_that_only_say_where(service, qu
 
 @pytest.mark.parametrize(("question", "word"), [
     ("园区里有几十家企业，其中龙头企业是哪家？", "哪"), ("几乎所有企业都用了哪个平台？", "哪"),
+    ("有十几家企业入驻，其中最大的是哪家？", "哪"), ("好几家企业落户的园区叫什么？", "什么"),
     ("任何企业都能申请的补贴叫什么？", "什么"), ("钱塘新区有几个产业平台？", "几"), ("何时投产？", "何"),
 ])
 def test_the_question_word_is_not_a_numeral_or_adverb(service, question, word):
@@ -131,7 +159,9 @@ def test_the_question_word_is_not_a_numeral_or_adverb(service, question, word):
     assert lang.QUESTION_WORD.search(question).group() == word
     query = service.require().pipeline.queries.from_text(question)
     at = question.index(word)
-    assert all(abs(question.find(t[0]) - at) <= lang.ATTRIBUTE_REACH + len(t[0]) for t in asked_attribute(query))
+    attribute = asked_attribute(query)
+    assert attribute and all(0 <= question.find(t[0]) for t in attribute)
+    assert all(abs(question.find(t[0]) - at) <= lang.ATTRIBUTE_REACH + len(t[0]) for t in attribute)
 
 
 @pytest.mark.parametrize(("text", "small"), [
