@@ -45,7 +45,7 @@ class Retriever:
             for sid in c.sent_ids:
                 owners.setdefault(sid, []).append(c.chunk_id)
         self._owners = owners
-        self._prefixes: dict[str, list[int]] | None = None  # built on the first follow-up
+        self._prefixes: dict[str, set[int]] | None = None  # built on the first follow-up
 
     def retrieve(self, query: Query, top_k: int, mode: str = "hybrid") -> list[Hit]:
         """Best ``top_k`` passages for the query.
@@ -112,15 +112,12 @@ class Retriever:
         """Sentences of the index that ``answer`` quotes (found by the opening characters of the
         sentence or of one of its clauses: a shortened answer shows a sentence from a clause on)."""
         if self._prefixes is None:
-            prefixes: dict[str, list[int]] = {}
+            prefixes: dict[str, set[int]] = {}
             for s in self.data.sentences:
-                clauses = lang.CLAUSE.findall(s.text) or [s.text]
-                for n in range(len(clauses)):
-                    key = match_key("".join(clauses[n:]))
+                for clause in lang.CLAUSE.finditer(s.text):
+                    key = match_key(s.text[clause.start() :])
                     if len(key) >= CITED_PREFIX_CHARS:
-                        ids = prefixes.setdefault(key[:CITED_PREFIX_CHARS], [])
-                        if s.sent_id not in ids:
-                            ids.append(s.sent_id)
+                        prefixes.setdefault(key[:CITED_PREFIX_CHARS], set()).add(s.sent_id)
             self._prefixes = prefixes
         key = match_key(answer)
         found: set[int] = set()

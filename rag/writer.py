@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from rag.index import IndexData
 
 ABSTAIN_TEXT = lang.NOT_FOUND + " 以下是最接近的段落，供参考。"
+MARKER_ROOM = 4  # characters kept beside each cited text for its "[n]" marker
 Groups = Sequence[Group]
 
 
@@ -101,14 +102,15 @@ class ExtractiveWriter:
         if lead:
             parts.append(f"{lead}。")
             budget -= len(lead) + 1
-        groups = groups[: max(1, budget // (self.config.min_piece + 4))]  # 4: the [n] marker
+        groups = groups[: max(1, budget // (self.config.min_piece + MARKER_ROOM))]
         # The best group first, right after the value it states (it used to follow reading
         # order, which could put a sentence about something else between the value and its source).
         texts = [self.data.documents[s[0].doc_id].text[s[0].start : s[-1].end] for s, _ in groups]
-        shares = self._shares([len(t) for t in texts], budget - 4 * len(texts))
+        shares = self._shares([len(t) for t in texts], budget - MARKER_ROOM * len(texts))
+        check = lang.value_check(query.text)
         for n, ((span, item), text, share) in enumerate(zip(groups, texts, shares, strict=True), start=1):
             first, last = span[0], span[-1]
-            parts.append(f"{self._trim(text, query, share)}[{n}]")
+            parts.append(f"{self._trim(text, query, share, check)}[{n}]")
             citations.append(
                 Citation(n, first.doc_id, first.title, text, first.start, last.end,
                          first.line_start, last.line_end, item.hit.chunk.chunk_id)
@@ -124,14 +126,15 @@ class ExtractiveWriter:
         """Characters each cited text may keep within ``budget``: the first (the best) what it
         needs, leaving each other at least ``other_chars`` (or its length); the others share
         the rest, the shortest first so that what one leaves goes to the next."""
-        best, others = lengths[0], range(1, len(lengths))
+        others = range(1, len(lengths))
         floor = sum(min(lengths[i], self.config.other_chars) for i in others)
-        shares = [min(best, max(budget - floor, budget // len(lengths)))]
-        left, rest = budget - shares[0], {}
-        for n, i in enumerate(sorted(others, key=lambda i: lengths[i])):
-            rest[i] = min(lengths[i], left // (len(others) - n))
-            left -= rest[i]
-        return shares + [rest[i] for i in others]
+        shares = list(lengths)
+        shares[0] = min(lengths[0], max(budget - floor, budget // len(lengths)))
+        left = budget - shares[0]
+        for n, i in enumerate(sorted(others, key=lengths.__getitem__)):
+            shares[i] = min(lengths[i], left // (len(others) - n))
+            left -= shares[i]
+        return shares
 
     # --- the lead value ---------------------------------------------------------------
 
@@ -222,8 +225,9 @@ class ExtractiveWriter:
             return None
         return sentence[pos : pos + len(word)]
 
-    def _trim(self, text: str, query: Query, limit: int) -> str:
-        """Shorten a long passage to its clauses that carry the question's words."""
+    def _trim(self, text: str, query: Query, limit: int, check: lang.ValueCheck | None = None) -> str:
+        """Shorten a long passage to its clauses that carry the question's words and, when the
+        question asks for a value (``check``, :func:`lang.value_check`), the value."""
         if len(text) <= limit:
             return text
         if limit < 3:  # no room for any of it (a tiny budget after a long lead)
@@ -232,7 +236,6 @@ class ExtractiveWriter:
         score = self._coverage or (lambda _q, _k: 0.0)
         # The clause stating the kind of value asked for comes first (a date that opens the
         # sentence, a count at its end): without it the shortened text no longer answers.
-        check = lang.value_check(query.text)
         scores = [score(query, match_key(c)) + (check is not None and not lang.lacks_value(check, c))
                   for c in clauses]
         best = int(np.argmax(scores))
