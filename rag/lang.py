@@ -10,7 +10,7 @@ particular article or question.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -73,18 +73,25 @@ NUMERALS_ = "0-9一二三四五六七八九十两半"
 # Who: a role, and the person's name right after it or before a verb of saying.
 ROLES = (
     "党工委书记|副书记|书记|副主任|主任|校长|院长|所长|董事长|总经理|副总经理|经理|总裁|创始人|创办人|负责人|局长|区长|"
-    "市长|县长|镇长|主席|秘书长|院士|教授|委员|总监|总工程师|首席执行官|CEO"
+    "市长|县长|镇长|主席|秘书长|院士|教授|研究员|委员|总监|总工程师|首席执行官|CEO"
 )
 ASKS_PERSON = re.compile(rf"谁|哪位|(?:{ROLES})(?:是|叫|的名字|姓)")
 SURNAMES = (
     "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢"
     "姜崔钟谭陆汪范金石廖贾夏韦付方邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤葛楼屠应鲍"
+    "施管傅喻蒲鲁柏童庞詹纪柯祝洪殷郁岳翁甘焦舒聂耿裴凌樊阮柴郎盛俞季毕温"
 )
 PERSON = re.compile(
     rf"(?:{ROLES})\s*([{SURNAMES}][\u4e00-\u9fff]{{1,2}}?)(?=[，,。、说表介认指坦告：:（(]|$)"
     rf"|([{SURNAMES}][\u4e00-\u9fff]{{1,2}})(?=说|表示|介绍|认为|指出|坦言|告诉)"
     r"|([\u4e00-\u9fff]{1,5}·[\u4e00-\u9fff]{1,8})"
+    # A person card (see person_cards): the name on its line, then the organisation and title.
+    rf"|^([{SURNAMES}][\u4e00-\u9fff]{{1,2}})\n(?=[^。！？；]{{0,40}}(?:{ROLES}))"
 )
+# A person's name alone on a line, as interview cards print it beside the job title
+# ("杭州临江高科园管理办公室主任" / "冯宝林"), and a line ending in a job title.
+NAME_LINE = re.compile(rf"^[{SURNAMES}][\u4e00-\u9fff]{{1,2}}$")
+ROLE_LINE = re.compile(rf"(?:{ROLES})[、\u4e00-\u9fff]{{0,3}}$")
 # A zone named in a question ("永康经济开发区"): its name is what precedes the suffix.
 ZONE_NAME = re.compile(
     r"([\u4e00-\u9fff]{2,4}?)(?:国家级)?(?:高新技术产业开发区|经济技术开发区|经济开发区|综合保税区|综保区|经开区|开发区|高新区)"
@@ -268,6 +275,57 @@ def person(text: str) -> str | None:
     """The first person's name the text gives after a role or before a verb of saying."""
     m = PERSON.search(text)
     return next((g for g in m.groups() if g), None) if m else None
+
+
+def person_cards(lines: Sequence[str]) -> list[range]:
+    """The runs of ``lines`` (one article's sentences, in order) that make one person card.
+
+    A card is a name on its own line with the organisation and job title on the lines after
+    it (the first line ending in a title closes it), or with the title line right before it.
+    Cited apart, the title would answer "…主任是谁" without the name. Each line belongs to
+    one card at most.
+    """
+    def name(i: int) -> bool:
+        return bool(NAME_LINE.match(lines[i])) and not ROLE_LINE.search(lines[i])
+
+    def label(i: int, longest: int = 30) -> bool:
+        return len(lines[i]) <= longest and not lines[i].endswith(TERMINAL) and not name(i)
+
+    def role(i: int) -> bool:
+        return bool(ROLE_LINE.search(lines[i].rstrip("、，,：: ")))
+
+    cards: list[range] = []
+    used: set[int] = set()
+    for n in range(len(lines)):
+        if not name(n) or n in used:
+            continue
+        end = None
+        for j in range(n + 1, min(n + 3, len(lines))):
+            if j in used or not label(j):
+                break
+            if role(j):
+                end = j
+                break
+        if end is not None:
+            card = range(n, end + 1)
+        # The title line before a name may carry the heading it was printed under.
+        elif n and n - 1 not in used and label(n - 1, longest=50) and role(n - 1):
+            card = range(n - 1, n + 1)
+        else:
+            continue
+        used.update(card)
+        cards.append(card)
+    return cards
+
+
+def deputy_only(question: str, text: str) -> bool:
+    """The question asks for a role ("总经理") that the text gives only to a deputy ("副总经理")."""
+    roles = {m.group() for m in re.finditer(ROLES, question) if not m.group().startswith("副")}
+    for role in roles:
+        at = [m.start() for m in re.finditer(re.escape(role), text)]
+        if at and all(i and text[i - 1] == "副" for i in at):
+            return True
+    return False
 
 
 def zone_names(text: str) -> set[str]:

@@ -34,8 +34,10 @@ Term = tuple[str, tuple[str, ...], float]
 
 
 def group_text(group: Group) -> str:
-    """The text of a cited group (a sentence with the context it needs)."""
-    return "".join(s.text for s in group[0])
+    """The text of a cited group (a sentence with the context it needs); a sentence that
+    starts a new line in the article starts one here too (a person card's name and title)."""
+    sents = group[0]
+    return "".join(("\n" if i and s.start > sents[i - 1].end else "") + s.text for i, s in enumerate(sents))
 
 
 class SentenceModel(Protocol):
@@ -184,11 +186,24 @@ class Reader:
         self.model = model
         # Which sentences are near those a previous answer cited (Retriever.near_sentences).
         self.near = near
-        self._sentence_keys = [match_key(s.text) for s in data.sentences]
+        sents = data.sentences
+        # A person card is read and cited as one (lang.person_cards): its lines split the
+        # name, the organisation and the title that a question names together.
+        self._cards: dict[int, range] = {}
+        first = 0
+        for i in range(1, len(sents) + 1):
+            if i == len(sents) or sents[i].doc_id != sents[first].doc_id:
+                for card in lang.person_cards([s.text for s in sents[first:i]]):
+                    shifted = range(card.start + first, card.stop + first)
+                    self._cards.update(dict.fromkeys(shifted, shifted))
+                first = i
+        self._sentence_keys = [
+            match_key("".join(sents[j].text for j in self._cards[i]) if i in self._cards else s.text)
+            for i, s in enumerate(sents)
+        ]
         # What a sentence leaves implicit is often in its section title or the sentence before;
         # not when the one before is an item of a list in semicolons ("A主攻X；B主攻Y；"): each
         # item names its own subject, and would borrow the attribute of the one before.
-        sents = data.sentences
         self._context_keys = [
             match_key(s.title)
             + (self._sentence_keys[i - 1] if i and sents[i - 1].doc_id == s.doc_id
@@ -301,8 +316,11 @@ class Reader:
 
     def span(self, best: Sentence) -> list[Sentence]:
         """The sentence, with the one before when it opens with a pronoun
-        and the one after when it only introduces what follows (ends with a colon)."""
+        and the one after when it only introduces what follows (ends with a colon);
+        a line of a person card, with the whole card."""
         sents = self.data.sentences
+        if best.sent_id in self._cards:
+            return [sents[i] for i in self._cards[best.sent_id]]
         span = [best]
         prev = sents[best.sent_id - 1] if best.sent_id > 0 else None
         if lang.ANAPHOR.match(best.text) and prev is not None and prev.doc_id == best.doc_id:

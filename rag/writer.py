@@ -186,8 +186,8 @@ class ExtractiveWriter:
             # A value in another unit than the one asked ("多少吨" -> "800家") answers nothing.
             return None if lang.lacks_value(lang.value_check(question), value) else value
         if lang.ASKS_PERSON.search(question):
-            m = lang.PERSON.search(sentence)
-            return (m.group(1) or m.group(2)) if m else None
+            # A deputy's name does not answer for the role asked (副总经理 for 总经理).
+            return None if lang.deputy_only(question, sentence) else lang.person(sentence)
         if lang.ASKS_ENTITY.search(question):
             return self._lead_name(query, sentence)
         return None

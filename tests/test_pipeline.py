@@ -15,6 +15,7 @@ import pytest
 from rag import lang
 from rag.judge import JudgeError, JudgeModel
 from rag.query import Turn
+from rag.reader import group_text
 
 Q_ENTITY = "钱塘新区哪个产业平台主攻半导体产业？"
 Q_UNIT_MISS = "杭州医药港已集聚各类生物医药企业多少吨？"  # a unit the sources never use for it
@@ -107,6 +108,72 @@ def test_a_shortened_citation_is_still_found_in_the_previous_answer(service):
     sent_ids = {s.sent_id for s in service.require().data.sentences
                 if s.doc_id == first.doc_id and s.start == first.start}
     assert sent_ids and sent_ids <= retriever.cited_sentences(shown)
+
+
+@pytest.mark.parametrize(("question", "name"), [
+    ("杭州江东芯谷管理办公室主任是谁？", "施峰"),  # the card gives the title, then the name
+    ("杭州卓矽电子科技有限公司的创始人是谁？", "秦英安"),  # the name, then company and title
+])
+def test_who_question_leads_with_the_name_on_the_persons_card(service, question, name):
+    """Interview cards print a name on a line of its own beside the job title; the answer
+    cites them together and leads with the name, not with the title alone."""
+    answer = service.ask(question)
+    assert not answer.abstained
+    assert answer.lead == name and answer.text.startswith(name + "。")
+    assert name in answer.citations[0].text
+
+
+@pytest.mark.parametrize(("lines", "cards"), [
+    # Name first, then organisation and title; the title line before a name; a name alone.
+    (["守住产业链，我们的底气更足了", "柯晓岚", "青萝湾新材料股份有限公司", "董事长兼总经理", "作为企业，我们见证了变化。"],
+     [range(1, 4)]),
+    (["打造智能制造新高地青萝湾智造园管理办公室主任", "祝远航", "【代表企业】"], [range(0, 2)]),
+    (["园区今年新引进企业12家。", "柯晓岚", "企业家们说，这里服务好。"], []),
+    # A keyword cloud of two-character lines, a title with no name beside it.
+    (["数字", "经济", "董事长", "青萝湾智造园管理办公室主任", "园区今年新引进企业12家。"], []),
+    # Two cards in a row: each line belongs to one.
+    (["柯晓岚", "青萝湾公司总经理", "祝远航", "青萝湾公司副总经理"], [range(0, 2), range(2, 4)]),
+])
+def test_person_cards_are_found_among_an_articles_lines(lines, cards):
+    assert lang.person_cards(lines) == cards
+
+
+def test_every_line_of_a_person_card_cites_the_whole_card(service):
+    reader = service.require().pipeline.reader
+    sents = reader.data.sentences
+    name = next(s for s in sents if s.text == "施峰")
+    title = sents[name.sent_id - 1]
+    assert title.text.endswith("杭州江东芯谷管理办公室主任")
+    assert reader.span(name) == reader.span(title) == [title, name]
+    assert lang.person(group_text((reader.span(title), None))) == "施峰"
+
+
+@pytest.mark.parametrize(("question", "text", "deputy"), [
+    ("青萝湾公司的总经理是谁？", "柯晓岚 青萝湾公司副总经理", True),
+    ("青萝湾公司的副总经理是谁？", "柯晓岚 青萝湾公司副总经理", False),
+    ("街道办事处主任是谁？", "街道党工委委员、办事处副主任 祝远航", True),
+    ("青萝湾公司的总经理是谁？", "柯晓岚 青萝湾公司总经理、副总经理", False),
+    ("青萝湾公司的总经理是谁？", "青萝湾公司的发展离不开政策支持", False),  # names no role: not this check
+])
+def test_a_deputy_does_not_answer_for_the_role(question, text, deputy):
+    assert lang.deputy_only(question, text) is deputy
+
+
+def test_judge_sees_a_deputy_named_for_the_role_asked(service):
+    pipe = service.require().pipeline
+
+    def person_miss(question):
+        query = pipe.queries.from_text(question)
+        hits = pipe.retrieve(query, pipe.answer_passages)
+        candidates = pipe.reader.read(query, hits)
+        return pipe.judge.signals(query, hits, candidates, pipe.reader.pick(candidates))["person_miss"]
+
+    # The card gives 副总经理; asked for the 总经理, the named person does not answer.
+    assert person_miss("杭州之江新材料有限公司的总经理是谁？") == 1.0
+    assert person_miss("杭州之江新材料有限公司的副总经理是谁？") == 0.0
+    # Nor does the answer open with the deputy's name as if it were the one asked for.
+    assert not service.ask("杭州之江新材料有限公司的总经理是谁？").lead
+    assert service.ask("杭州之江新材料有限公司的副总经理是谁？").lead == "陶小乐"
 
 
 def test_no_lead_in_a_unit_the_question_did_not_ask(service):
