@@ -63,6 +63,8 @@ NAME_SUFFIX = re.compile(
     r"(?:公司|集团|平台|小镇|谷|园|港|新区|开发区|保税区|高新区|协同区|中心|基地|实验室|研究院|大学|学院|医院|"
     r"联合会|协会|工会|街道|社区|村|县|镇|市)$"
 )
+# How the names of places end (a zone, a district, a town, a park): what they hold is named after 的.
+PLACE_SUFFIX = re.compile(r"(?:新区|开发区|高新区|保税区|综保区|区|市|县|镇|街道|小镇|园|港|谷)$")
 # What may follow the first word of a name up to its suffix ("西湖" + "科技园"): no 的, no copula,
 # no question word.
 NAME_GROWTH = re.compile(r"(?:(?![的是哪谁几何]|什么|多少)[\u4e00-\u9fffA-Za-z0-9]){0,16}?(?:区|园|港|谷|城|公司|集团|平台|基地|中心|县|市|镇)")
@@ -79,10 +81,10 @@ ASKS_PERSON = re.compile(rf"谁|哪位|(?:{ROLES})(?:是|叫|的名字|姓)")
 SURNAMES = (
     "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢"
     "姜崔钟谭陆汪范金石廖贾夏韦付方邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤葛楼屠应鲍"
-    "施管傅喻蒲鲁柏童庞詹纪柯祝洪殷郁岳翁甘焦舒聂耿裴凌樊阮柴郎盛俞季毕温"
+    "施管傅喻蒲鲁柏童庞詹纪柯祝洪殷郁岳翁甘焦舒聂耿裴凌樊阮柴郎盛俞季毕温倪苗祁尤卜艾"
 )
 PERSON = re.compile(
-    rf"(?:{ROLES})\s*([{SURNAMES}][\u4e00-\u9fff]{{1,2}}?)(?=[，,。、说表介认指坦告：:（(]|$)"
+    rf"(?:{ROLES})\s*([{SURNAMES}][\u4e00-\u9fff]{{1,2}}?)(?=[，,。、说表介认指坦告：:（(看也及等和]|$)"
     rf"|([{SURNAMES}][\u4e00-\u9fff]{{1,2}})(?=说|表示|介绍|认为|指出|坦言|告诉)"
     r"|([\u4e00-\u9fff]{1,5}·[\u4e00-\u9fff]{1,8})"
     # A person card (see person_cards): the name on its line, then the organisation and title.
@@ -98,7 +100,11 @@ ZONE_NAME = re.compile(
 )
 # A share or rate is answered by a percentage (or 几成/几倍), not by any amount.
 ASKS_RATE = re.compile(r"百分之|百分比|百分点|增长率|增速|增幅|占比|比重|比例")
-RATE_VALUE = re.compile(rf"[\d{NUMERALS_}]+(?:\.\d+)?\s*(?:%|％|个百分点|成|倍)|百分之[{NUMERALS_}]+")
+RATE_VALUE = re.compile(
+    rf"[\d{NUMERALS_}]+(?:\.\d+)?\s*(?:%|％|个百分点|成|倍)|百分之[{NUMERALS_}]+"
+    # A fraction is a share too: "1/3的员工", "三分之一".
+    rf"|(?<![\d/])\d{{1,2}}\s*/\s*\d{{1,2}}(?![\d/])|[{NUMERALS_}]+分之[{NUMERALS_}]+"
+)
 HAS_NAME = re.compile(r"“[^”]{2,20}”|《[^》]{2,30}》|「[^」]{2,20}」")
 # Where something is: asked outright, or "X在哪里" when X is a name ("优势在哪里" asks what, not where).
 ASKS_LOCATION = re.compile(r"位于哪|坐落(?:在|于)?哪|(?:地点|位置)(?:是|在)|在哪个?(?:区|县|市|镇|街道|城市|省|位置|地方)|什么地方|什么位置")
@@ -115,8 +121,12 @@ UNITS = (
     "%|倍|年|个月|周|天|小时|分钟|秒|吨|辆|台|套|所|座|栋|条|款|批|届|位|成"
 )
 DATE_VALUE = re.compile(r"\d{4}年(?:\d{1,2}月)?(?:\d{1,2}日)?|\d{1,2}月\d{1,2}日|\d{1,2}月")
+# The noun a 多少/几 question counts ("多少家企业" -> 企业), when it follows the measure word.
+COUNTED_NOUN = re.compile(r"(?:多少|几)(?:万|千|百)?[个家项名位台辆条款套所座栋批届次件]([\u4e00-\u9fff]{2})")
+# Never from inside a number ("3万余名" is not "万余名"); 余/多 before or after the magnitude.
 NUMBER_VALUE = re.compile(
-    rf"(?:约|近|超|超过|逾|达|共)?(?:\d+(?:\.\d+)?|[一二三四五六七八九十两百千万]+)(?:多|余)?(?:万亿|亿|万|千)?(?:{UNITS})(?:以上|左右|多)?"
+    rf"(?<![\d.])(?:约|近|超|超过|逾|达|共)?(?:\d+(?:\.\d+)?|[一二三四五六七八九十两百千万]+)(?:多|余)?(?:万亿|亿|万|千)?"
+    rf"(?:多|余)?(?:{UNITS})(?:以上|左右|多)?"
     r"|\d+(?:\.\d+)?%"
 )
 # Units of measure an answer must repeat ("多少平方公里" is not answered by "27家").

@@ -61,6 +61,9 @@ class Rewrite:
     about: tuple[str, ...] = ()  # what the conversation so far is about, likeliest first
 
 
+_QUOTED = re.compile(r"“([^“”]{1,20})”")
+
+
 def _clean(text: str) -> str:
     return lang.MARKER.sub("", text).strip()
 
@@ -160,6 +163,17 @@ class QueryBuilder:
             quoted = lang.QUOTED_HEAD.match(text[end:])
             if quoted:
                 return source[end + quoted.start(1) : end + quoted.end(1)]
+            # A name inside quotation marks is the whole quoted name ("“云惠钱塘·嗨购全球”").
+            opened = text.rfind("“", 0, start)
+            if opened >= 0 and text.rfind("”", 0, start) < opened and (close := text.find("”", end)) > 0:
+                return source[opened + 1 : close]
+            # A place's own thing is the subject: "钱塘新区的格林达" asks about 格林达; a part of
+            # the place ("江东芯谷的核心区块") is no subject of its own.
+            if text[end : end + 1] == "的" and lang.PLACE_SUFFIX.search(text[start:end]):
+                inner = self.topic(source[end + 1 :])
+                if (inner and text[end + 1 :].startswith(normalize_width(inner).lower())
+                        and not lang.PLACE_SUFFIX.search(inner) and not inner.endswith("区块")):
+                    return inner
             return source[start:end]
         return None
 
@@ -239,6 +253,11 @@ class QueryBuilder:
     def _swap(self, previous: str, piece: str) -> str | None:
         """The previous question about ``piece`` instead ("市级的呢？" after "省级园区有几个？"),
         or None when nothing in it is of the same kind."""
+        # A quoted name takes the place of the previous question's ("那“休眠”监管呢？" after
+        # "“观察”监管针对…"): quotation marks set apart the one thing that changes.
+        mine, theirs = _QUOTED.findall(piece), list(_QUOTED.finditer(previous))
+        if len(mine) == 1 and len(theirs) == 1 and mine[0] != theirs[0].group(1):
+            return previous[: theirs[0].start(1)] + mine[0] + previous[theirs[0].end(1) :]
         spans = self._word_spans(previous)
         for n, (start, word) in enumerate(spans):
             # The word of the same kind ends alike; a longer piece brings its own modifier,

@@ -165,15 +165,21 @@ class ExtractiveWriter:
         question = query.text
         if lang.ASKS_DATE.search(question):
             pattern: re.Pattern[str] | None = lang.DATE_VALUE
+        elif lang.ASKS_RATE.search(question):
+            pattern = lang.RATE_VALUE  # a share is also a fraction ("1/3", "三分之一")
         elif lang.ASKS_NUMBER.search(question):
             pattern = lang.NUMBER_VALUE
         else:
             pattern = None
         if pattern is not None:
-            anchor = self._anchor(query, sentence)
+            # "多少家企业" is answered where a value stands right before 企业 ("1500余家企业").
+            counted = lang.COUNTED_NOUN.search(question)
+            m = next((v for v in pattern.finditer(sentence)
+                      if counted and sentence.startswith(counted.group(1), v.end())), None)
+            anchor = m.start() if m else self._anchor(query, sentence)
             if anchor < 0:
                 return None
-            m = pattern.search(sentence, anchor)
+            m = m or pattern.search(sentence, anchor)
             if m is None or m.start() - anchor > self.config.lead_gap or re.search(r"[，。；,;]", sentence[anchor : m.start()]):
                 return None
             # "从75秒缩减至5秒" answers "缩短到几秒" with the value it changed to.

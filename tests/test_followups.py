@@ -70,6 +70,24 @@ def test_the_subject_grows_over_the_words_the_articles_write_with_it(service):
     assert text == "贵州电商云一季度增长了多少？"
 
 
+@pytest.mark.parametrize(("first", "follow_up", "expected"), [
+    # What a place holds is the subject, not the place: "钱塘新区的格林达" is about 格林达.
+    ("钱塘新区的格林达主要生产什么化学品？", "它位于哪个园区？", "格林达位于哪个园区？"),
+    # A part of the place is not: "江东芯谷的核心区块" is still about 江东芯谷.
+    ("江东芯谷的核心区块在哪里？", "它主攻什么产业？", "江东芯谷主攻什么产业？"),
+    # A name in quotation marks is the whole quoted name, not its first word.
+    ("“云惠钱塘·嗨购全球”跨境消费节在哪里举办？", "它是哪天启动的？", "云惠钱塘·嗨购全球是哪天启动的？"),
+])
+def test_the_subject_is_what_the_question_asks_about(service, first, follow_up, expected):
+    text, _ = rewrite(service, first, "…", follow_up)
+    assert text == expected
+
+
+def test_a_quoted_name_takes_the_place_of_the_previous_questions(service):
+    text, _ = rewrite(service, "钱塘的“观察”监管针对哪些经营主体？", "…", "那“休眠”监管呢？")
+    assert text == "钱塘的“休眠”监管针对哪些经营主体？"
+
+
 def test_the_subject_a_rewrite_put_in_counts_less_than_the_words_asked(service):
     builder = service.require().pipeline.queries
     query = builder.from_turns([Turn("user", "杭州医药港是哪一年挂牌的？"), Turn("assistant", "2018年5月。"),

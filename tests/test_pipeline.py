@@ -45,6 +45,37 @@ def test_number_lead_is_the_value_asked_and_stated_in_the_citation(service, ques
     assert any(lead in c.text for c in answer.citations)
 
 
+@pytest.mark.parametrize(("question", "lead"), [
+    ("园区驿站惠及多少家企业？", "1500余家"),  # the value right before the noun counted
+    ("园区驿站惠及多少名职工？", "3万余名"),  # a whole number, not "万余名" from inside "3万余名"
+])
+def test_the_lead_is_the_value_of_the_noun_counted(service, question, lead):
+    sentence = "截至目前，惠及园内1500余家企业和3万余名职工。"
+    pipe = service.require().pipeline
+    assert pipe.writer.lead(pipe.queries.from_text(question), sentence) == lead
+
+
+@pytest.mark.parametrize(("sentence", "lead"), [
+    ("园区员工中外地人占1/3。", "1/3"), ("园区员工中外地人约占三分之一。", "三分之一"), ("园区员工中外地人占35%。", "35%"),
+])
+def test_a_fraction_states_a_share(service, sentence, lead):
+    question = "园区员工里外地人占多大比例？"
+    assert not lang.lacks_value(lang.value_check(question), sentence)
+    pipe = service.require().pipeline
+    assert pipe.writer.lead(pipe.queries.from_text(question), sentence) == lead
+    # Two years with a slash are no fraction.
+    assert lang.lacks_value(lang.value_check(question), "园区员工来自2020/2021年度招聘。")
+
+
+@pytest.mark.parametrize(("text", "name"), [
+    ("在青萝湾医药董事长柯晓岚看来，现阶段要抢抓机遇。", "柯晓岚"),  # "…看来", not a verb of saying
+    ("青萝湾生物董事长倪远航也持有相似观点。", "倪远航"),
+    ("总经理祝和平和同事们一起说明了情况。", "祝和平"),
+])
+def test_a_person_named_after_a_role(text, name):
+    assert lang.person(text) == name
+
+
 def test_value_is_followed_by_the_sentence_stating_it(service):
     """With a second sentence cited, the one the value comes from still comes right after it."""
     answer = service.ask("杭州医药港有多少家生物医药企业？")
