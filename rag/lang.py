@@ -117,7 +117,8 @@ HAS_REASON = re.compile(r"因为|由于|原因|为了|所以|因此|从而|得�
 # A sentence that opens with a pronoun needs the sentence before it to name its subject.
 ANAPHOR = re.compile(r"^[^，,。]{0,6}[，,]?[“\"]?(她|他|它|其[^他中次余实]|该[^地区市县]|这[里家位些]|那[里家位些]|此处)")
 UNITS = (
-    "万亿元|亿美元|万美元|亿元|万元|元|平方公里|平方米|万平方米|立方米|公里|千米|米|亩|万人次|人次|万人|人|名|家|个|项|"
+    "万亿元|亿美元|万美元|亿元|万元|元|平方公里|平方千米|平方米|万平方米|立方米|公顷|公里|千米|厘米|毫米|纳米|米|亩|"
+    "千克|公斤|千瓦时|千瓦|兆瓦|英寸|万人次|人次|万人|人|名|家|个|项|"
     "%|倍|年|个月|周|天|小时|分钟|秒|吨|辆|台|套|所|座|栋|条|款|批|届|位|成"
 )
 DATE_VALUE = re.compile(r"\d{4}年(?:\d{1,2}月)?(?:\d{1,2}日)?|\d{1,2}月\d{1,2}日|\d{1,2}月")
@@ -133,10 +134,12 @@ NUMBER_VALUE = re.compile(
 # Counting words (家, 个, 名, 人, 项 ...) are left out: answers swap them freely
 # ("几个平台" / "五大平台"), so those questions only need some quantity.
 MEASURES = (
-    "万亿元|亿美元|万美元|亿元|万元|美元|元|平方公里|平方千米|万平方米|平方米|立方米|公里|千米|米(?![面粮饭])|亩|吨|"
+    "万亿元|亿美元|万美元|亿元|万元|美元|元|平方公里|平方千米|万平方米|平方米|立方米|公顷|公里|千米|厘米|毫米|纳米|"
+    "米(?![面粮饭])|亩|吨|千克|公斤|千瓦时|千瓦|兆瓦|英寸|"
     "%|倍|成(?![员本果立为功交绩])|天(?![然津下数])|小时|分钟|秒"
 )
 SAME_UNIT = {"公里": "公里|千米", "千米": "公里|千米", "平方公里": "平方公里|平方千米", "平方千米": "平方公里|平方千米",
+             "千克": "千克|公斤", "公斤": "千克|公斤",
              "成": "成|%"}
 # The unit a 多少/几 question asks its number in; ordinals (第几) ask none. A Latin unit
 # ("多少PFlops") stands alone: letters run into Chinese are a name ("多少AI企业").

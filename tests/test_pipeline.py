@@ -67,6 +67,16 @@ def test_a_fraction_states_a_share(service, sentence, lead):
     assert lang.lacks_value(lang.value_check(question), "园区员工来自2020/2021年度招聘。")
 
 
+@pytest.mark.parametrize(("question", "sentence", "states"), [
+    ("园区当初划出了多大面积的土地？", "1951年在校内划出了约250公顷的土地。", True),  # hectares are an area
+    ("这台设备重多少公斤？", "设备重1.4千克。", True),  # the same unit by its other name
+    ("这台设备重多少公斤？", "设备长1.4米。", False),
+    ("新建光伏电站装机多少千瓦？", "电站装机容量达500千瓦。", True),
+])
+def test_units_of_measure_state_the_value_asked(question, sentence, states):
+    assert lang.lacks_value(lang.value_check(question), sentence) is not states
+
+
 @pytest.mark.parametrize(("text", "name"), [
     ("在青萝湾医药董事长柯晓岚看来，现阶段要抢抓机遇。", "柯晓岚"),  # "…看来", not a verb of saying
     ("青萝湾生物董事长倪远航也持有相似观点。", "倪远航"),
