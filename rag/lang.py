@@ -43,7 +43,11 @@ def small_talk(text: str) -> bool:
 
 
 # What kind of fact a question asks for, from its interrogative word.
-ASKS_NUMBER = re.compile(r"多少|几[个家项年座所次位名倍成亿万千百十天秒分种条款台辆人%]|多大|多长|多高|多远|多久|比例|比重|百分之|占比|第几")
+# 哪几个 asks which ones, not how many; 这几年, 近几年, 好几家 and 十几家 ask nothing.
+ASKS_NUMBER = re.compile(
+    r"多少|(?<![哪这那近前好十])几[个家项年座所次位名倍成亿万千百十天秒分种条款台辆人%]"
+    r"|多大|多长|多高|多远|多久|比例|比重|百分之|占比|第几"
+)
 ASKS_DATE = re.compile(r"何时|什么时候|哪一?年|哪几年|哪些年|哪一?天|哪个月|几月|几号|哪日|日期")
 ASKS_REASON = re.compile(r"为什么|为何|原因|何以|怎么会")
 ASKS_NAME = re.compile(r"叫什么|什么名|名称|称为什么|称作什么|简称")
@@ -118,16 +122,19 @@ HAS_REASON = re.compile(r"因为|由于|原因|为了|所以|因此|从而|得�
 ANAPHOR = re.compile(r"^[^，,。]{0,6}[，,]?[“\"]?(她|他|它|其[^他中次余实]|该[^地区市县]|这[里家位些]|那[里家位些]|此处)")
 UNITS = (
     "万亿元|亿美元|万美元|亿元|万元|元|平方公里|平方千米|平方米|万平方米|立方米|公顷|公里|千米|厘米|毫米|纳米|米|亩|"
-    "千克|公斤|千瓦时|千瓦|兆瓦|英寸|万人次|人次|万人|人|名|家|个|项|"
+    "千克|公斤|千瓦时|千瓦|兆瓦|英寸|万人次|人次|万人|人|名|家|个|项|次(?!性)|场|轮|期|种|类|件(?!事)|份|例|"
     "%|倍|年|个月|周|天|小时|分钟|秒|吨|辆|台|套|所|座|栋|条|款|批|届|位|成"
 )
 DATE_VALUE = re.compile(r"\d{4}年(?:\d{1,2}月)?(?:\d{1,2}日)?|\d{1,2}月\d{1,2}日|\d{1,2}月")
 # The noun a 多少/几 question counts ("多少家企业" -> 企业), when it follows the measure word.
 COUNTED_NOUN = re.compile(r"(?:多少|几)(?:万|千|百)?[个家项名位台辆条款套所座栋批届次件]([\u4e00-\u9fff]{2})")
-# Never from inside a number ("3万余名" is not "万余名"); 余/多 before or after the magnitude.
+# Never from inside a number ("3万余名" is not "万余名") or an ordinal ("第一期" counts nothing);
+# 余/多 before or after the magnitude.
 NUMBER_VALUE = re.compile(
-    rf"(?<![\d.])(?:约|近|超|超过|逾|达|共)?(?:\d+(?:\.\d+)?|[一二三四五六七八九十两百千万]+)(?:多|余)?(?:万亿|亿|万|千)?"
+    rf"(?<![\d.第])(?:约|近|超|超过|逾|达|共)?(?:\d+(?:\.\d+)?|[一二三四五六七八九十两百千万]+)(?:多|余)?(?:万亿|亿|万|千)?"
     rf"(?:多|余)?(?:{UNITS})(?:以上|左右|多)?"
+    # Counted the way articles count what they list: "六大产业平台", "五大先进制造业".
+    r"|[二三四五六七八九十两]大(?=[\u4e00-\u9fff])"
     r"|\d+(?:\.\d+)?%"
 )
 # Units of measure an answer must repeat ("多少平方公里" is not answered by "27家").

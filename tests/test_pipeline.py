@@ -77,6 +77,26 @@ def test_units_of_measure_state_the_value_asked(question, sentence, states):
     assert lang.lacks_value(lang.value_check(question), sentence) is not states
 
 
+@pytest.mark.parametrize(("question", "counts"), [
+    ("园区有几个社区？", True), ("园区推出了哪几个计划？", False),  # which ones, not how many
+    ("这几年园区主攻哪类产业？", False), ("近几年园区引进了哪些企业？", False), ("有十几家企业入驻的是哪个园区？", False),
+])
+def test_only_a_question_of_how_many_asks_for_a_count(question, counts):
+    check = lang.value_check(question)
+    assert (check is not None and check.kind == "number") is counts
+
+
+@pytest.mark.parametrize(("sentence", "states"), [
+    ("六大产业平台正式亮相。", True),  # counted the way lists are
+    ("之前来参加过两三次。", True),
+    ("园区举办了第一期对接会。", False),  # an ordinal counts nothing
+    ("园区上线了“协助执行一件事”应用。", False),  # a name, not a count
+    ("园区引进了一大批企业。", False),
+])
+def test_what_counts_as_a_count(sentence, states):
+    assert lang.lacks_value(lang.value_check("园区有多少个？"), sentence) is not states
+
+
 @pytest.mark.parametrize(("text", "name"), [
     ("在青萝湾医药董事长柯晓岚看来，现阶段要抢抓机遇。", "柯晓岚"),  # "…看来", not a verb of saying
     ("青萝湾生物董事长倪远航也持有相似观点。", "倪远航"),
