@@ -264,9 +264,8 @@ class Judge:
             "dense_top": float(best.hit.dense_rank == 1),
             "asks_entity": float(check is None and bool(lang.ASKS_ENTITY.search(query.text))),
             "has_lead": float(bool(lead)),
-            # Asks who, and the cited sentence names nobody, or only the deputy of the role asked.
-            "person_miss": float(bool(lang.ASKS_PERSON.search(query.text)) and (
-                lang.person(best_text) is None or lang.deputy_only(query.text, best_text))),
+            # Asks who, and the cited sentence names nobody who answers (lang.person_missing).
+            "person_miss": float(lang.person_missing(query.text, best_text)),
             # Asks about a zone the cited passage never names ("永康经济开发区" answered from 路桥's).
             "zone_miss": float(self._zone_miss(query.text, best.hit.chunk.title + best.hit.chunk.text + best_text)),
             # The cited sentence names another thing of the kind asked about (文教馆 for 游泳馆).

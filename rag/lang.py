@@ -82,6 +82,10 @@ ROLES = (
     "市长|县长|镇长|主席|秘书长|院士|教授|研究员|委员|总监|总工程师|首席执行官|CEO"
 )
 ASKS_PERSON = re.compile(rf"谁|哪位|(?:{ROLES})(?:是|叫|的名字|姓)")
+# Asks for the person holding a role ("董事长是谁"): only a person's name answers. A bare 谁
+# ("由谁来担任", "找谁") may be answered by an agent that is no person ("委领导", "管理办公室").
+ASKS_ROLE_HOLDER = re.compile(rf"(?:{ROLES})(?:是|叫|的名字|姓)|哪位")
+AGENT = re.compile(r"领导|负责人|专家|团队|办公室|部门|单位|企业|机构|政府|管委会|委员会|法院|公司|集团|协会|学会|中心|街道")
 SURNAMES = (
     "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢"
     "姜崔钟谭陆汪范金石廖贾夏韦付方邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤葛楼屠应鲍"
@@ -336,6 +340,16 @@ def person_cards(lines: Sequence[str]) -> list[range]:
         used.update(card)
         cards.append(card)
     return cards
+
+
+def person_missing(question: str, text: str) -> bool:
+    """Asks who, and ``text`` names nobody who answers: no person (or only the deputy of the
+    role asked), and for a bare 谁 no agent either."""
+    if not ASKS_PERSON.search(question):
+        return False
+    if person(text) is not None and not deputy_only(question, text):
+        return False
+    return bool(ASKS_ROLE_HOLDER.search(question)) or not AGENT.search(text)
 
 
 def deputy_only(question: str, text: str) -> bool:

@@ -220,6 +220,16 @@ def test_a_deputy_does_not_answer_for_the_role(question, text, deputy):
     assert lang.deputy_only(question, text) is deputy
 
 
+@pytest.mark.parametrize(("question", "text", "missing"), [
+    ("青萝湾公司的董事长是谁？", "青萝湾公司发展迅速，企业订单饱满。", True),  # a role holder: only a name answers
+    ("青萝湾公司的董事长是谁？", "青萝湾公司董事长柯晓岚说，订单饱满。", False),
+    ("企业遇到困难第一时间找谁？", "企业有困难第一时间都会寻找当地园区领导。", False),  # a bare 谁: an agent answers
+    ("企业遇到困难第一时间找谁？", "园区的订单今年十分饱满。", True),
+])
+def test_who_is_answered_by_a_person_or_for_a_bare_who_an_agent(question, text, missing):
+    assert lang.person_missing(question, text) is missing
+
+
 def test_judge_sees_a_deputy_named_for_the_role_asked(service):
     pipe = service.require().pipeline
 
