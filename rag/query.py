@@ -62,6 +62,7 @@ class Rewrite:
 
 
 _QUOTED = re.compile(r"“([^“”]{1,20})”")
+_ASKED_KIND = re.compile(r"(?:哪[个家些位所座条种一]?|什么|多少)$")
 
 
 def _clean(text: str) -> str:
@@ -146,7 +147,8 @@ class QueryBuilder:
         spans = self._word_spans(question)
         source = question if len(question) == len(text) else text
         for n, (start, word) in enumerate(spans):
-            if not self._name_like(word):
+            # The word a question word asks about ("在哪个城市举办") is the kind asked, not the subject.
+            if not self._name_like(word) or _ASKED_KIND.search(text[:start]):
                 continue
             end = start + len(word)
             for nxt, following in spans[n + 1 :]:

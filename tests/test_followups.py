@@ -83,6 +83,12 @@ def test_the_subject_is_what_the_question_asks_about(service, first, follow_up, 
     assert text == expected
 
 
+def test_the_kind_a_question_word_asks_about_is_no_subject(service):
+    builder = service.require().pipeline.queries
+    assert builder.topic("这次大会是在哪个城市举办的？") is None  # 城市 is what is asked
+    assert builder.topic("钱塘新区哪个产业平台主攻半导体产业？") == "钱塘新区"
+
+
 def test_a_quoted_name_takes_the_place_of_the_previous_questions(service):
     text, _ = rewrite(service, "钱塘的“观察”监管针对哪些经营主体？", "…", "那“休眠”监管呢？")
     assert text == "钱塘的“休眠”监管针对哪些经营主体？"
