@@ -182,6 +182,7 @@ ORDINAL = re.compile(rf"第\s*[\d{NUMERALS}]+")
 CLAUSE_BREAK = re.compile(r"[，,；;：:。！？!?]")
 CLAUSE = re.compile(rf"[^{CLAUSE_BREAK.pattern[1:-1]}]+{CLAUSE_BREAK.pattern}*")
 TERMINAL = tuple("。！？!?；;…”\"）)")
+LABELLED = re.compile(r"^[^：:]{2,12}[：:]\s*\S{2,}")  # "label: value", the way lists state facts
 LIST_ITEM_END = ("；", ";")  # a sentence ending so is one item of a list whose items name their own subjects
 MARKER = re.compile(r"\[\d+\]")
 

@@ -270,7 +270,8 @@ class Reader:
                 out.append((sent, hit, float(dc), Features(
                     float(d), self.coverage(query, key, given), self.coverage(query, self._context_keys[sid], given),
                     passage,
-                    float(not sent.text.endswith(lang.TERMINAL)), float(misses),
+                    # A "label: value" line ("政务领域：15项改革任务") states a fact without a full stop.
+                    float(not sent.text.endswith(lang.TERMINAL) and not lang.LABELLED.search(sent.text)), float(misses),
                     max(0.0, 0.3 - novelty(key, echo)) / 0.3,
                     # Every word of the attribute counts alike: they are common words (模式, 核心).
                     self.coverage(query, key, terms=attribute, idf_power=0.0) if attribute else 1.0)))

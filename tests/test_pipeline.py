@@ -97,6 +97,17 @@ def test_what_counts_as_a_count(sentence, states):
     assert lang.lacks_value(lang.value_check("园区有多少个？"), sentence) is not states
 
 
+def test_a_label_value_line_is_no_heading(service):
+    """A list states its facts as "label: value" lines without a full stop; a heading states none."""
+    pipe = service.require().pipeline
+    query = pipe.queries.from_text("政务领域有多少项改革任务？")
+    hits = pipe.retrieve(query, pipe.answer_passages)
+    rows = {sent.text: f for sent, _, _, f in pipe.reader.features(query, hits)}
+    item = next(t for t in rows if t.startswith("政务领域："))
+    assert rows[item].heading == 0.0
+    assert any(f.heading == 1.0 for t, f in rows.items() if not lang.LABELLED.search(t))
+
+
 @pytest.mark.parametrize(("text", "name"), [
     ("在青萝湾医药董事长柯晓岚看来，现阶段要抢抓机遇。", "柯晓岚"),  # "…看来", not a verb of saying
     ("青萝湾生物董事长倪远航也持有相似观点。", "倪远航"),
