@@ -273,6 +273,16 @@ class QueryBuilder:
             if len(word) >= 2 and piece.startswith(word) and piece != word and n + 1 < len(spans):
                 end = spans[n + 1][0] + len(spans[n + 1][1])
                 return previous[:start] + piece + previous[end:]
+        owner, _, attribute = piece.rpartition("的")
+        if owner and len(attribute) >= 2 and (asked := lang.QUESTION_WORD.search(previous)):
+            # "那大创小镇的规划面积呢？" names its own subject and attribute. The attribute asked
+            # before gets the new subject ("江东芯谷的核心区块呢？" after "医药港的核心区块面积
+            # 是多少？"); another attribute is asked the way the previous question asked ("…有多大？").
+            at = previous.find(attribute)
+            if 0 <= at < asked.start():
+                return f"{owner}的{previous[at:]}"
+            start = asked.start() - (previous[asked.start() - 1 : asked.start()] in "是有为约达")
+            return piece + previous[start:]
         if self.mentions_name(piece):
             # "那大华呢？" after "…海康威视负责什么？": the name takes the place of the last name.
             names = [n for n, (_, word) in enumerate(spans) if self._name_like(word)]

@@ -174,8 +174,8 @@ class ExtractiveWriter:
         if pattern is not None:
             # "多少家企业" is answered where a value stands right before 企业 ("1500余家企业").
             counted = lang.COUNTED_NOUN.search(question)
-            m = next((v for v in pattern.finditer(sentence)
-                      if counted and sentence.startswith(counted.group(1), v.end())), None)
+            m = next((v for v in pattern.finditer(sentence) if sentence.startswith(counted.group(1), v.end())),
+                     None) if counted else None
             anchor = m.start() if m else self._anchor(query, sentence)
             if anchor < 0:
                 return None

@@ -83,6 +83,18 @@ def test_the_subject_is_what_the_question_asks_about(service, first, follow_up, 
     assert text == expected
 
 
+@pytest.mark.parametrize(("first", "follow_up", "expected"), [
+    # The attribute asked before, of another subject.
+    ("杭州医药港的核心区块面积是多少？", "那江东芯谷的核心区块呢？", "江东芯谷的核心区块面积是多少？"),
+    # Another attribute, asked the way the previous question asked.
+    ("青萝湾园区的成果产业化基地有多大？", "那大创小镇的规划面积呢？", "大创小镇的规划面积有多大？"),
+])
+def test_an_ellipsis_naming_subject_and_attribute_asks_the_previous_question_of_them(service, first, follow_up,
+                                                                                      expected):
+    text, _ = rewrite(service, first, "…", follow_up)
+    assert text == expected
+
+
 def test_the_kind_a_question_word_asks_about_is_no_subject(service):
     builder = service.require().pipeline.queries
     assert builder.topic("这次大会是在哪个城市举办的？") is None  # 城市 is what is asked
