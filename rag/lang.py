@@ -45,7 +45,7 @@ def small_talk(text: str) -> bool:
 # What kind of fact a question asks for, from its interrogative word.
 # 哪几个 asks which ones, not how many; 这几年, 近几年, 好几家 and 十几家 ask nothing.
 ASKS_NUMBER = re.compile(
-    r"多少|(?<![哪这那近前好十])几[个家项年座所次位名倍成亿万千百十天秒分种条款台辆人%]"
+    r"多少|(?<![哪这那近前好十])几[个家项年座所次位名倍成亿万千百十天秒分种条款台辆人大%]"
     r"|多大|多长|多高|多远|多久|比例|比重|百分之|占比|第几"
 )
 ASKS_DATE = re.compile(r"何时|什么时候|哪一?年|哪几年|哪些年|哪一?天|哪个月|几月|几号|哪日|日期")
@@ -131,14 +131,14 @@ UNITS = (
 )
 DATE_VALUE = re.compile(r"\d{4}年(?:\d{1,2}月)?(?:\d{1,2}日)?|\d{1,2}月\d{1,2}日|\d{1,2}月")
 # The noun a 多少/几 question counts ("多少家企业" -> 企业), when it follows the measure word.
-COUNTED_NOUN = re.compile(r"(?:多少|几)(?:万|千|百)?[个家项名位台辆条款套所座栋批届次件]([\u4e00-\u9fff]{2})")
+COUNTED_NOUN = re.compile(r"(?:多少|几)(?:万|千|百)?[个家项名位台辆条款套所座栋批届次件大]([\u4e00-\u9fff]{2})")
 # Never from inside a number ("3万余名" is not "万余名") or an ordinal ("第一期" counts nothing);
 # 余/多 before or after the magnitude.
 NUMBER_VALUE = re.compile(
     rf"(?<![\d.第])(?:约|近|超|超过|逾|达|共)?(?:\d+(?:\.\d+)?|[一二三四五六七八九十两百千万]+)(?:多|余)?(?:万亿|亿|万|千)?"
     rf"(?:多|余)?(?:{UNITS})(?:以上|左右|多)?"
     # Counted the way articles count what they list: "六大产业平台", "五大先进制造业".
-    r"|[二三四五六七八九十两]大(?=[\u4e00-\u9fff])"
+    r"|[二三四五六七八九十两]大"
     r"|\d+(?:\.\d+)?%"
 )
 # Units of measure an answer must repeat ("多少平方公里" is not answered by "27家").
@@ -403,10 +403,52 @@ def years(text: str) -> set[int]:
     return out
 
 
+# An edition, batch, phase or place in a ranking: "第二届", "首批", "第5期", "二期" (a project's
+# phase), "第三家", "二等奖", "亚军".
+EDITION = re.compile(
+    r"(?:第\s*([\d一二三四五六七八九十两]+)|(首))\s*(届|批|期|轮|代|季|家|名)"
+    r"|(?<![\d一二三四五六七八九十两第])([一二三四五六七八九十])(期|等奖)"
+    r"|(冠|亚|季)军"
+)
+PLACES = {"冠": 1, "亚": 2, "季": 3}
+
+
+def editions(text: str) -> set[tuple[str, int]]:
+    """Every edition or rank ``text`` names, as (what is counted, its number): 首届 is (届, 1),
+    亚军 is (军, 2)."""
+    out = set()
+    for m in EDITION.finditer(normalize_width(text)):
+        number, first, kind, phase, phase_kind, place = m.groups()
+        if place:
+            out.add(("军", PLACES[place]))
+            continue
+        n = 1 if first else chinese_number(number or phase)
+        if n is not None:
+            out.add((kind or phase_kind, n))
+    return out
+
+
+def chinese_number(text: str) -> int | None:
+    """1-99 written in digits or Chinese numerals ("二十三", "两"), else None."""
+    if text.isdigit():
+        return int(text)
+    digits = {c: i for i, c in enumerate("零一二三四五六七八九")} | {"两": 2}
+    if "十" in text:
+        tens, _, ones = text.partition("十")
+        if (tens and tens not in digits) or (ones and ones not in digits):
+            return None
+        return digits.get(tens, 1) * 10 + digits.get(ones, 0)
+    return digits.get(text) if len(text) == 1 else None
+
+
 def year_conflict(question: str, answer: str) -> bool:
-    """The question names a year; the answer names others but not it."""
+    """The question names a year, or an edition (第二届, 二期); the answer names others of that
+    kind but not it ("首届" for a question about the second)."""
     asked, stated = years(question), years(answer)
-    return bool(asked) and bool(stated) and not asked & stated
+    if asked and stated and not asked & stated:
+        return True
+    asked_ed, stated_ed = editions(question), editions(answer)
+    return any(stated_n != n for kind, n in asked_ed for k, stated_n in stated_ed if k == kind) and not asked_ed & stated_ed
 
 
 def is_follow_up(question: str) -> bool:

@@ -48,9 +48,10 @@ def test_number_lead_is_the_value_asked_and_stated_in_the_citation(service, ques
 @pytest.mark.parametrize(("question", "lead"), [
     ("园区驿站惠及多少家企业？", "1500余家"),  # the value right before the noun counted
     ("园区驿站惠及多少名职工？", "3万余名"),  # a whole number, not "万余名" from inside "3万余名"
+    ("园区和几大集团签了约？", "两大"),  # counted the way articles count what they list
 ])
 def test_the_lead_is_the_value_of_the_noun_counted(service, question, lead):
-    sentence = "截至目前，惠及园内1500余家企业和3万余名职工。"
+    sentence = "截至目前，惠及园内1500余家企业和3万余名职工，并与两大集团签约。"
     pipe = service.require().pipeline
     assert pipe.writer.lead(pipe.queries.from_text(question), sentence) == lead
 
@@ -78,7 +79,7 @@ def test_units_of_measure_state_the_value_asked(question, sentence, states):
 
 
 @pytest.mark.parametrize(("question", "counts"), [
-    ("园区有几个社区？", True), ("园区推出了哪几个计划？", False),  # which ones, not how many
+    ("园区有几个社区？", True), ("园区有几大主导产业？", True), ("园区推出了哪几个计划？", False),  # which ones
     ("这几年园区主攻哪类产业？", False), ("近几年园区引进了哪些企业？", False), ("有十几家企业入驻的是哪个园区？", False),
 ])
 def test_only_a_question_of_how_many_asks_for_a_count(question, counts):
@@ -106,6 +107,23 @@ def test_a_label_value_line_is_no_heading(service):
     item = next(t for t in rows if t.startswith("政务领域："))
     assert rows[item].heading == 0.0
     assert any(f.heading == 1.0 for t, f in rows.items() if not lang.LABELLED.search(t))
+
+
+@pytest.mark.parametrize(("question", "answer", "conflict"), [
+    ("第二届青萝湾论坛是什么时候举办的？", "首届青萝湾论坛于2019年举办。", True),  # 首届 is the first
+    ("青萝湾平台二期计划什么时候建成？", "青萝湾平台（一期）已建成。", True),  # a project's phase
+    ("第一期对接会在哪里举办？", "第五期对接会在园区举办。", True),
+    ("首届论坛在哪里举办？", "第一届论坛在杭州举办。", False),  # the same edition, written otherwise
+    ("第二批项目有多少个？", "首批18个项目、第二批20个项目已签约。", False),  # it names the one asked too
+    ("第十二届会议在哪里召开？", "第12届会议在杭州召开。", False),
+    ("第六代车型何时下线？", "第六代车型将于今年下线。", False),
+    ("2019年园区产值多少？", "2020年园区产值100亿元。", True),  # a year, as before
+    ("半程马拉松的亚军是谁？", "冠军仅用1小时18分就跑完了全程。", True),  # a place in a ranking
+    ("大赛的二等奖是哪家企业？", "大赛一等奖由青萝湾公司获得。", True),
+    ("大赛的冠军用了多长时间？", "冠军仅用1小时18分就跑完了全程。", False),
+])
+def test_an_answer_about_another_edition_or_year_conflicts(question, answer, conflict):
+    assert lang.year_conflict(question, answer) is conflict
 
 
 @pytest.mark.parametrize(("text", "name"), [
