@@ -68,7 +68,12 @@ NAME_SUFFIX = re.compile(
     r"联合会|协会|工会|街道|社区|村|县|镇|市)$"
 )
 # How the names of places end (a zone, a district, a town, a park): what they hold is named after 的.
-PLACE_SUFFIX = re.compile(r"(?:新区|开发区|高新区|保税区|综保区|区|市|县|镇|街道|小镇|园|港|谷)$")
+PLACES_ = "新区|开发区|高新区|保税区|综保区|区|市|县|镇|街道|小镇|园|港|谷"
+PLACE_SUFFIX = re.compile(rf"(?:{PLACES_})$")
+# A part of a place, no subject of its own: a place within it, or a block of it ("核心区块").
+PLACE_PART = re.compile(rf"(?:{PLACES_}|区块)$")
+# What a question word asks about right after it ("在哪个城市举办": 城市 is asked, no subject).
+ASKED_KIND = re.compile(r"(?:哪[个家些位所座条种一]?|什么|多少)$")
 # What may follow the first word of a name up to its suffix ("西湖" + "科技园"): no 的, no copula,
 # no question word.
 NAME_GROWTH = re.compile(r"(?:(?![的是哪谁几何]|什么|多少)[\u4e00-\u9fffA-Za-z0-9]){0,16}?(?:区|园|港|谷|城|公司|集团|平台|基地|中心|县|市|镇)")
@@ -114,6 +119,7 @@ RATE_VALUE = re.compile(
     rf"|(?<![\d/])\d{{1,2}}\s*/\s*\d{{1,2}}(?![\d/])|[{NUMERALS_}]+分之[{NUMERALS_}]+"
 )
 HAS_NAME = re.compile(r"“[^”]{2,20}”|《[^》]{2,30}》|「[^」]{2,20}」")
+QUOTED = re.compile(r"“([^“”]{1,20})”")  # a name set apart in quotation marks, and its text
 # Where something is: asked outright, or "X在哪里" when X is a name ("优势在哪里" asks what, not where).
 ASKS_LOCATION = re.compile(r"位于哪|坐落(?:在|于)?哪|(?:地点|位置)(?:是|在)|在哪个?(?:区|县|市|镇|街道|城市|省|位置|地方)|什么地方|什么位置")
 ASKS_WHERE = re.compile(rf"哪里|哪儿|{ASKS_LOCATION.pattern}")
@@ -444,11 +450,14 @@ def chinese_number(text: str) -> int | None:
 def year_conflict(question: str, answer: str) -> bool:
     """The question names a year, or an edition (第二届, 二期); the answer names others of that
     kind but not it ("首届" for a question about the second)."""
-    asked, stated = years(question), years(answer)
-    if asked and stated and not asked & stated:
-        return True
-    asked_ed, stated_ed = editions(question), editions(answer)
-    return any(stated_n != n for kind, n in asked_ed for k, stated_n in stated_ed if k == kind) and not asked_ed & stated_ed
+    return (_contradicts({("年", y) for y in years(question)}, {("年", y) for y in years(answer)})
+            or _contradicts(editions(question), editions(answer)))
+
+
+def _contradicts(asked: set[tuple[str, int]], stated: set[tuple[str, int]]) -> bool:
+    """``stated`` names (kind, number) pairs of a kind ``asked`` names, and none of those asked."""
+    kinds = {kind for kind, _ in stated}
+    return any(kind in kinds for kind, _ in asked) and not asked & stated
 
 
 def is_follow_up(question: str) -> bool:

@@ -61,10 +61,6 @@ class Rewrite:
     about: tuple[str, ...] = ()  # what the conversation so far is about, likeliest first
 
 
-_QUOTED = re.compile(r"“([^“”]{1,20})”")
-_ASKED_KIND = re.compile(r"(?:哪[个家些位所座条种一]?|什么|多少)$")
-
-
 def _clean(text: str) -> str:
     return lang.MARKER.sub("", text).strip()
 
@@ -148,7 +144,7 @@ class QueryBuilder:
         source = question if len(question) == len(text) else text
         for n, (start, word) in enumerate(spans):
             # The word a question word asks about ("在哪个城市举办") is the kind asked, not the subject.
-            if not self._name_like(word) or _ASKED_KIND.search(text[:start]):
+            if not self._name_like(word) or lang.ASKED_KIND.search(text[:start]):
                 continue
             end = start + len(word)
             for nxt, following in spans[n + 1 :]:
@@ -173,8 +169,7 @@ class QueryBuilder:
             # the place ("江东芯谷的核心区块") is no subject of its own.
             if text[end : end + 1] == "的" and lang.PLACE_SUFFIX.search(text[start:end]):
                 inner = self.topic(source[end + 1 :])
-                if (inner and text[end + 1 :].startswith(normalize_width(inner).lower())
-                        and not lang.PLACE_SUFFIX.search(inner) and not inner.endswith("区块")):
+                if inner and text[end + 1 :].startswith(normalize_width(inner).lower()) and not lang.PLACE_PART.search(inner):
                     return inner
             return source[start:end]
         return None
@@ -257,7 +252,7 @@ class QueryBuilder:
         or None when nothing in it is of the same kind."""
         # A quoted name takes the place of the previous question's ("那“休眠”监管呢？" after
         # "“观察”监管针对…"): quotation marks set apart the one thing that changes.
-        mine, theirs = _QUOTED.findall(piece), list(_QUOTED.finditer(previous))
+        mine, theirs = lang.QUOTED.findall(piece), list(lang.QUOTED.finditer(previous))
         if len(mine) == 1 and len(theirs) == 1 and mine[0] != theirs[0].group(1):
             return previous[: theirs[0].start(1)] + mine[0] + previous[theirs[0].end(1) :]
         spans = self._word_spans(previous)

@@ -15,6 +15,7 @@ import json
 import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
+from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -190,17 +191,19 @@ class Reader:
         # A person card is read and cited as one (lang.person_cards): its lines split the
         # name, the organisation and the title that a question names together.
         self._cards: dict[int, range] = {}
-        first = 0
-        for i in range(1, len(sents) + 1):
-            if i == len(sents) or sents[i].doc_id != sents[first].doc_id:
-                for card in lang.person_cards([s.text for s in sents[first:i]]):
-                    shifted = range(card.start + first, card.stop + first)
-                    self._cards.update(dict.fromkeys(shifted, shifted))
-                first = i
+        for _, article in groupby(sents, key=lambda s: s.doc_id):
+            lines = list(article)
+            for card in lang.person_cards([s.text for s in lines]):
+                ids = range(lines[card.start].sent_id, lines[card.stop - 1].sent_id + 1)
+                self._cards.update(dict.fromkeys(ids, ids))
         self._sentence_keys = [
             match_key("".join(sents[j].text for j in self._cards[i]) if i in self._cards else s.text)
             for i, s in enumerate(sents)
         ]
+        # Headings and captions (no terminal punctuation) state no fact; a "label: value" line
+        # ("政务领域：15项改革任务") does. Fixed per sentence, so found once here.
+        self._headings = [float(not s.text.endswith(lang.TERMINAL) and not lang.LABELLED.search(s.text))
+                          for s in sents]
         # What a sentence leaves implicit is often in its section title or the sentence before;
         # not when the one before is an item of a list in semicolons ("A主攻X；B主攻Y；"): each
         # item names its own subject, and would borrow the attribute of the one before.
@@ -269,9 +272,7 @@ class Reader:
                 given = query.given if sid in near else ()
                 out.append((sent, hit, float(dc), Features(
                     float(d), self.coverage(query, key, given), self.coverage(query, self._context_keys[sid], given),
-                    passage,
-                    # A "label: value" line ("政务领域：15项改革任务") states a fact without a full stop.
-                    float(not sent.text.endswith(lang.TERMINAL) and not lang.LABELLED.search(sent.text)), float(misses),
+                    passage, self._headings[sid], float(misses),
                     max(0.0, 0.3 - novelty(key, echo)) / 0.3,
                     # Every word of the attribute counts alike: they are common words (模式, 核心).
                     self.coverage(query, key, terms=attribute, idf_power=0.0) if attribute else 1.0)))

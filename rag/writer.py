@@ -172,16 +172,16 @@ class ExtractiveWriter:
         else:
             pattern = None
         if pattern is not None:
-            # "多少家企业" is answered where a value stands right before 企业 ("1500余家企业").
+            # "多少家企业" is answered where a value stands right before 企业 ("1500余家企业"),
+            # else by a value closely after the last of the question's words.
             counted = lang.COUNTED_NOUN.search(question)
             m = next((v for v in pattern.finditer(sentence) if sentence.startswith(counted.group(1), v.end())),
                      None) if counted else None
-            anchor = m.start() if m else self._anchor(query, sentence)
-            if anchor < 0:
-                return None
-            m = m or pattern.search(sentence, anchor)
-            if m is None or m.start() - anchor > self.config.lead_gap or re.search(r"[，。；,;]", sentence[anchor : m.start()]):
-                return None
+            if m is None:
+                anchor = self._anchor(query, sentence)
+                m = pattern.search(sentence, anchor) if anchor >= 0 else None
+                if m is None or m.start() - anchor > self.config.lead_gap or re.search(r"[，。；,;]", sentence[anchor : m.start()]):
+                    return None
             # "从75秒缩减至5秒" answers "缩短到几秒" with the value it changed to.
             to = lang.CHANGE_TO.match(sentence, m.end())
             if to and not lang.ASKS_FROM.search(question) and sentence[m.start() - 1 : m.start()] == "从":
