@@ -113,7 +113,9 @@ class Settings(BaseSettings):
     judge_path: Path | None = None  # empty means models/judge.json (judge-reader.json with the model reader)
     abstain_threshold: float | None = Field(None, ge=0.0, le=1.0)
     answer_max_chars: int = Field(150, ge=20, le=2000)
-    max_answer_sentences: int = Field(2, ge=1, le=5)
+    # Sentences an answer cites at most; past the second only in the room the first two leave
+    # (RAG_MAX_ANSWER_SENTENCES).
+    max_answer_sentences: int = Field(3, ge=1, le=5)
 
     # HTTP service.
     max_question_chars: int = Field(1000, ge=10)

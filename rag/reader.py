@@ -101,7 +101,7 @@ class ReaderConfig:
     context: float = 0.50
     model: float = 0.0  # weight of the trained reader's probability in the ranking score
     model_candidates: int = 12  # the trained reader scores this many of the best rule candidates
-    max_sentences: int = 2  # sentences an answer cites at most
+    max_sentences: int = 3  # sentences an answer cites at most
 
     def weights(self) -> Features:
         """The weights of :class:`Features` in the ranking score (penalties negative)."""

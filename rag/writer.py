@@ -44,6 +44,8 @@ class WriterConfig:
     # Each cited text shown needs this much room to say anything: a budget too small for two
     # shows one (RAG_ANSWER_MAX_CHARS may be as low as 20).
     min_piece: int = 30
+    # Cited texts that share the budget; more are shown only in the room these leave.
+    sharing: int = 2
 
 
 # Turns declined before anything was weighed get a word on what to ask instead of passages:
@@ -106,7 +108,17 @@ class ExtractiveWriter:
         # The best group first, right after the value it states (it used to follow reading
         # order, which could put a sentence about something else between the value and its source).
         texts = [self.data.documents[s[0].doc_id].text[s[0].start : s[-1].end] for s, _ in groups]
-        shares = self._shares([len(t) for t in texts], budget - MARKER_ROOM * len(texts))
+        shares = self._shares([len(t) for t in texts[: self.config.sharing]],
+                              budget - MARKER_ROOM * min(len(texts), self.config.sharing))
+        # Any further cited text only takes the room the first ones leave: trimmed to make room
+        # for a third, the best sentence lost the value it states.
+        left = budget - sum(shares) - MARKER_ROOM * len(shares)
+        for text in texts[len(shares) :]:
+            if left - MARKER_ROOM < self.config.min_piece:
+                break
+            shares.append(min(len(text), left - MARKER_ROOM))
+            left -= shares[-1] + MARKER_ROOM
+        groups, texts = groups[: len(shares)], texts[: len(shares)]
         check = lang.value_check(query.text)
         for n, ((span, item), text, share) in enumerate(zip(groups, texts, shares, strict=True), start=1):
             first, last = span[0], span[-1]

@@ -164,13 +164,36 @@ def test_a_small_budget_shows_one_sentence_not_two_slivers(service):
     pipe, data = service.require().pipeline, service.require().data
     query = pipe.queries.from_text("杭州医药港有多少家生物医药企业？")
     hits = pipe.retrieve(query, pipe.answer_passages)
-    groups = pipe.reader.pick(pipe.reader.read(query, hits))
+    groups = pipe.reader.pick(pipe.reader.read(query, hits))[:2]
     assert len(groups) == 2
     for budget, shown in ((40, 1), (150, 2)):
         writer = ExtractiveWriter(data, WriterConfig(max_chars=budget), coverage=pipe.reader.coverage)
         answer = writer.write(query, Verdict(True, 0.9), groups, hits)
         assert len(answer.citations) == shown and len(answer.text) <= budget
         assert answer.text.startswith("1000余家。") and ("[2]" in answer.text) is (shown == 2)
+
+
+def test_a_third_sentence_is_cited_only_in_the_room_the_first_two_leave(service):
+    """Two cited texts share the budget; a third is shown when they leave room for it, and
+    dropped (not squeezed in at the cost of the best sentence) when they do not."""
+    from rag.types import Verdict
+    from rag.writer import ExtractiveWriter, WriterConfig
+
+    pipe, data = service.require().pipeline, service.require().data
+    query = pipe.queries.from_text("杭州医药港有多少家生物医药企业？")
+    hits = pipe.retrieve(query, pipe.answer_passages)
+    candidates = pipe.reader.read(query, hits)
+    short = [([c.sentence], c) for c in candidates if len(c.sentence.text) <= 35][:3]
+    long = [([c.sentence], c) for c in candidates if len(c.sentence.text) >= 80][:3]
+    assert len(short) == len(long) == 3
+    writer = ExtractiveWriter(data, WriterConfig(max_chars=150), coverage=pipe.reader.coverage)
+    roomy = writer.write(query, Verdict(True, 0.9), short, hits, lead="")
+    assert len(roomy.citations) == 3 and "[3]" in roomy.text and len(roomy.text) <= 150
+    full = writer.write(query, Verdict(True, 0.9), long, hits, lead="")
+    assert len(full.citations) == 2 and "[3]" not in full.text and len(full.text) <= 150
+    # The best text kept what it had with two: nothing was taken from it for the third.
+    two = writer.write(query, Verdict(True, 0.9), long[:2], hits, lead="")
+    assert full.text == two.text
 
 
 @pytest.mark.parametrize(("lengths", "budget", "shares"), [
