@@ -101,11 +101,14 @@ PERSON = re.compile(
     rf"|([{SURNAMES}][\u4e00-\u9fff]{{1,2}})(?=说|表示|介绍|认为|指出|坦言|告诉)"
     r"|([\u4e00-\u9fff]{1,5}·[\u4e00-\u9fff]{1,8})"
     # A person card (see person_cards): the name on its line, then the organisation and title.
-    rf"|^([{SURNAMES}][\u4e00-\u9fff]{{1,2}})\n(?=[^。！？；]{{0,40}}(?:{ROLES}))"
+    # The name may end a heading it was glued to when the article was cleaned (…更足了郎秋蕾).
+    rf"|(?:^|(?<=[^{SURNAMES}]))([{SURNAMES}][\u4e00-\u9fff]{{1,2}})\n(?=[^。！？；]{{0,40}}(?:{ROLES}))"
 )
 # A person's name alone on a line, as interview cards print it beside the job title
 # ("杭州临江高科园管理办公室主任" / "冯宝林"), and a line ending in a job title.
 NAME_LINE = re.compile(rf"^[{SURNAMES}][\u4e00-\u9fff]{{1,2}}$")
+# A name glued to the end of the heading or caption printed above the card.
+GLUED_NAME = re.compile(rf"[^{SURNAMES}][{SURNAMES}][\u4e00-\u9fff]{{1,2}}$")
 ROLE_LINE = re.compile(rf"(?:{ROLES})[、\u4e00-\u9fff]{{0,3}}$")
 # A zone named in a question ("永康经济开发区"): its name is what precedes the suffix.
 ZONE_NAME = re.compile(
@@ -314,10 +317,15 @@ def person_cards(lines: Sequence[str]) -> list[range]:
     A card is a name on its own line with the organisation and job title on the lines after
     it (the first line ending in a title closes it), or with the title line right before it.
     Cited apart, the title would answer "…主任是谁" without the name. Each line belongs to
-    one card at most.
+    one card at most. Cleaning may have glued the name to the end of the heading above it
+    ("…我们的信心更足了郎秋蕾"): such a line opens a card too, when the lines after it close one
+    and no card with a name of its own has them.
     """
     def name(i: int) -> bool:
         return bool(NAME_LINE.match(lines[i])) and not ROLE_LINE.search(lines[i])
+
+    def glued(i: int) -> bool:
+        return bool(GLUED_NAME.search(lines[i])) and label(i, longest=50) and not ROLE_LINE.search(lines[i])
 
     def label(i: int, longest: int = 30) -> bool:
         return len(lines[i]) <= longest and not lines[i].endswith(TERMINAL) and not name(i)
@@ -325,18 +333,21 @@ def person_cards(lines: Sequence[str]) -> list[range]:
     def role(i: int) -> bool:
         return bool(ROLE_LINE.search(lines[i].rstrip("、，,：: ")))
 
+    def closes(n: int) -> int | None:
+        """The title line that closes a card opened at ``n``."""
+        for j in range(n + 1, min(n + 3, len(lines))):
+            if j in used or not label(j):
+                return None
+            if role(j):
+                return j
+        return None
+
     cards: list[range] = []
     used: set[int] = set()
     for n in range(len(lines)):
         if not name(n) or n in used:
             continue
-        end = None
-        for j in range(n + 1, min(n + 3, len(lines))):
-            if j in used or not label(j):
-                break
-            if role(j):
-                end = j
-                break
+        end = closes(n)
         if end is not None:
             card = range(n, end + 1)
         # The title line before a name may carry the heading it was printed under.
@@ -346,7 +357,11 @@ def person_cards(lines: Sequence[str]) -> list[range]:
             continue
         used.update(card)
         cards.append(card)
-    return cards
+    for n in range(len(lines)):
+        if n not in used and glued(n) and (end := closes(n)) is not None:
+            used.update(range(n, end + 1))
+            cards.append(range(n, end + 1))
+    return sorted(cards, key=lambda r: r.start)
 
 
 def person_missing(question: str, text: str) -> bool:

@@ -226,6 +226,7 @@ def test_a_shortened_citation_is_still_found_in_the_previous_answer(service):
 @pytest.mark.parametrize(("question", "name"), [
     ("杭州江东芯谷管理办公室主任是谁？", "施峰"),  # the card gives the title, then the name
     ("杭州卓矽电子科技有限公司的创始人是谁？", "秦英安"),  # the name, then company and title
+    ("史陶比尔的总经理是谁？", "张振惠"),  # the name glued to the caption above the card
 ])
 def test_who_question_leads_with_the_name_on_the_persons_card(service, question, name):
     """Interview cards print a name on a line of its own beside the job title; the answer
@@ -246,6 +247,11 @@ def test_who_question_leads_with_the_name_on_the_persons_card(service, question,
     (["数字", "经济", "董事长", "青萝湾智造园管理办公室主任", "园区今年新引进企业12家。"], []),
     # Two cards in a row: each line belongs to one.
     (["柯晓岚", "青萝湾公司总经理", "祝远航", "青萝湾公司副总经理"], [range(0, 2), range(2, 4)]),
+    # The name glued to the heading above it by cleaning opens the card all the same.
+    (["守住产业链，我们的底气更足了柯晓岚", "青萝湾新材料股份有限公司", "董事长兼总经理", "作为企业，我们见证了变化。"],
+     [range(0, 3)]),
+    # A heading that only ends like a name ("新高地") does not take the title from the name after it.
+    (["打造智能制造新高地", "青萝湾智造园管理办公室主任", "祝远航"], [range(1, 3)]),
 ])
 def test_person_cards_are_found_among_an_articles_lines(lines, cards):
     assert lang.person_cards(lines) == cards
@@ -259,6 +265,7 @@ def test_every_line_of_a_person_card_cites_the_whole_card(service):
     assert title.text.endswith("杭州江东芯谷管理办公室主任")
     assert reader.span(name) == reader.span(title) == [title, name]
     assert lang.person(group_text((reader.span(title), None))) == "施峰"
+    assert lang.person("守住产业链，我们的底气更足了柯晓岚\n青萝湾新材料股份有限公司\n董事长兼总经理") == "柯晓岚"
 
 
 @pytest.mark.parametrize(("question", "text", "deputy"), [
