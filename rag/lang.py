@@ -212,6 +212,8 @@ KIND_ENDINGS = {
 # Pronouns for a group of people: a company or a team, never a place.
 GROUP_PRONOUNS = ("他们", "她们")
 # "钱塘新区的“投资之家”": a quoted name after 的 is the thing named, the words before it where it is.
+# A name's bracketed part: the district of a zone ("高新区（滨江）"), a country ("中国（波兰）…").
+NAME_BRACKET = re.compile(r"[（(][\u4e00-\u9fffA-Za-z·・]{1,8}[）)]")
 QUOTED_HEAD = re.compile(r"的[“\"「]([^”\"」]{2,16})[”\"」]")
 # Pronouns and demonstratives that stand for the subject of the previous turn.
 PRONOUN = re.compile(

@@ -146,18 +146,15 @@ class QueryBuilder:
             # The word a question word asks about ("在哪个城市举办") is the kind asked, not the subject.
             if not self._name_like(word) or lang.ASKED_KIND.search(text[:start]):
                 continue
-            end = start + len(word)
-            for nxt, following in spans[n + 1 :]:
-                # Never across a gap: 的, the copula or a question word ("米奥会展是什么时候…"), nor
-                # past a whole place or organisation name ("缙云县" + "首个…").
-                if (nxt != end or lang.NAME_SUFFIX.search(text[start:end])
-                        or not self.written(match_key(text[start : nxt + len(following)]))):
-                    break
-                end = nxt + len(following)
+            end = self._grow(text, spans[n + 1 :], start, start + len(word))
             # Not across 的 ("西湖科技园的核心区" is a part of the subject, not its name).
             m = re.match(lang.NAME_GROWTH, text[end:])
             if m:
                 end += m.end()
+            # A bracketed part belongs to the name ("杭州高新区（滨江）", "中国（波兰）国际…").
+            m = lang.NAME_BRACKET.match(text[end:])
+            if m:
+                end = self._grow(text, spans[n + 1 :], start, end + m.end(), after_suffix=True)
             quoted = lang.QUOTED_HEAD.match(text[end:])
             if quoted:
                 return source[end + quoted.start(1) : end + quoted.end(1)]
@@ -173,6 +170,21 @@ class QueryBuilder:
                     return inner
             return source[start:end]
         return None
+
+    def _grow(self, text: str, spans: Sequence[tuple[int, str]], start: int, end: int,
+              after_suffix: bool = False) -> int:
+        """Where a name running over ``text[start:end]`` ends, grown over the words of ``spans``
+        right after it that the articles write together with it."""
+        for nxt, following in spans:
+            if nxt < end:
+                continue
+            # Never across a gap: 的, the copula or a question word ("米奥会展是什么时候…"), nor
+            # past a whole place or organisation name ("缙云县" + "首个…").
+            if (nxt != end or (not after_suffix and lang.NAME_SUFFIX.search(text[start:end]))
+                    or not self.written(match_key(text[start : nxt + len(following)]))):
+                break
+            end = nxt + len(following)
+        return end
 
     def leans_on_history(self, question: str) -> bool:
         """Does a chat turn read as a follow-up: it points back, is very short, or names nothing?"""

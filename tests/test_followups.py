@@ -101,6 +101,19 @@ def test_the_kind_a_question_word_asks_about_is_no_subject(service):
     assert builder.topic("钱塘新区哪个产业平台主攻半导体产业？") == "钱塘新区"
 
 
+@pytest.mark.parametrize(("question", "subject"), [
+    ("高新区（滨江）今年引进了多少家企业？", "高新区（滨江）"),
+    ("史陶比尔（杭州）今年的产值是多少？", "史陶比尔（杭州）"),
+    ("中国（波兰）国际贸易数字博览会在哪里举办？", "中国（波兰）国际贸易数字博览会"),
+])
+def test_a_bracketed_part_belongs_to_the_subject(service, question, subject):
+    """The district of a zone or the country of a fair in brackets is part of its name: a
+    follow-up about 高新区（滨江） must not ask about another 高新区."""
+    assert service.require().pipeline.queries.topic(question) == subject
+    text, _ = rewrite(service, question, "…", "那里有多少家上市公司？")
+    assert text.startswith(subject)
+
+
 def test_a_quoted_name_takes_the_place_of_the_previous_questions(service):
     text, _ = rewrite(service, "钱塘的“观察”监管针对哪些经营主体？", "…", "那“休眠”监管呢？")
     assert text == "钱塘的“休眠”监管针对哪些经营主体？"
