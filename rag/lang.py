@@ -76,7 +76,7 @@ PLACE_PART = re.compile(rf"(?:{PLACES_}|区块)$")
 ASKED_KIND = re.compile(r"(?:哪[个家些位所座条种一]?|什么|多少)$")
 # What may follow the first word of a name up to its suffix ("西湖" + "科技园"): no 的, no copula,
 # no question word.
-NAME_GROWTH = re.compile(r"(?:(?![的是哪谁几何]|什么|多少)[\u4e00-\u9fffA-Za-z0-9]){0,16}?(?:区|园|港|谷|城|公司|集团|平台|基地|中心|县|市|镇)")
+NAME_GROWTH = re.compile(r"(?:(?![的是哪谁几何在把被从向对给与和及这那各该此其说]|什么|多少)[\u4e00-\u9fffA-Za-z0-9]){0,16}?(?:区|园|港|谷|城|公司|集团|平台|基地|中心|县|市|镇)")
 # What is left of a name without its suffix must name something: "有限公司" alone does not.
 GENERIC_STEM = re.compile(r"^(?:股份)?有限$|^股份$|^[^\u4e00-\u9fff]*$")
 NUMERIC = re.compile(r"[\d一二三四五六七八九十百千万亿两]")
@@ -230,7 +230,9 @@ FOLLOW_UP = re.compile(
 CHANGE_TO = re.compile(r"[^，。；,;]{0,8}?(?:至|到|为|成)\s*")
 ASKS_FROM = re.compile(r"从|原来|原先|原本|之前|以前|[成造设革建]前")
 # Openers and closers an elliptical follow-up wraps its new piece in ("那市级的呢？").
-ELLIPSIS_EDGES = re.compile(r"^(?:那么|那|还有|另外|此外|同时|以及|并且)[，,]?|的?呢?[？?。！!\s]*$")
+# A word that opens a follow-up ("那…", "还有…"), and the edges of an ellipsis ("那…的呢？").
+OPENING = re.compile(r"^(?:那么|那|还有|另外|此外|同时|以及|并且)[，,]?")
+ELLIPSIS_EDGES = re.compile(rf"{OPENING.pattern}|的?呢?[？?。！!\s]*$")
 CJK_CHAR = re.compile(r"[\u4e00-\u9fff]")
 # A word this long or longer may abbreviate a longer name, skipping at most this many characters
 # between two of its own.

@@ -255,6 +255,11 @@ class QueryBuilder:
             if swapped:
                 return swapped, ""
             return f"{piece}，{previous}" if len(piece) <= 8 else question, ""
+        opened = lang.OPENING.match(question)
+        rest = question[opened.end() :] if opened else ""
+        if rest and (own := self.topic(rest)) and rest.startswith(own):
+            # "那大创小镇重点发展什么？" names its own subject: 那 only moves the talk on to it.
+            return rest, ""
         if subjects and match_key(subjects[0]) not in match_key(question):
             return f"{subjects[0]}{question}", subjects[0]
         return question, ""

@@ -28,6 +28,23 @@ def test_a_turn_that_names_its_own_subject_stands_alone(service):
         "杭州综合保税区有多少家企业？", False)
 
 
+def test_a_turn_opened_by_na_that_names_its_own_subject_asks_about_it(service):
+    """"那大创小镇重点发展什么？" moves the talk on to 大创小镇; the previous subject is not put
+    in front of it."""
+    assert rewrite(service, "钱塘新区的前进智造园有多少家企业？", "…", "那江东芯谷主攻什么产业？") == (
+        "江东芯谷主攻什么产业？", True)
+
+
+@pytest.mark.parametrize(("question", "subject"), [
+    ("东南网架在钱塘新区的总部大楼有多高？", "东南网架"),  # not "…在钱塘新区"
+    ("钱塘新区把辖区企业分成了哪几类？", "钱塘新区"),
+    ("钱塘新区这轮平台改革是为了什么？", "钱塘新区"),
+    ("西湖科技园的核心区有多大？", "西湖科技园"),  # a name still grows to its suffix
+])
+def test_a_subject_does_not_grow_over_a_preposition_or_demonstrative(service, question, subject):
+    assert service.require().pipeline.queries.topic(question) == subject
+
+
 @pytest.mark.parametrize(
     ("first", "answer", "follow_up", "expected"),
     [
