@@ -193,7 +193,9 @@ class ExtractiveWriter:
                 anchor = self._anchor(query, sentence)
                 m = pattern.search(sentence, anchor) if anchor >= 0 else None
                 if m is None or m.start() - anchor > self.config.lead_gap or re.search(r"[，。；,;]", sentence[anchor : m.start()]):
-                    return None
+                    m = self._only_date(sentence) if pattern is lang.DATE_VALUE else None
+                    if m is None:
+                        return None
             # "从75秒缩减至5秒" answers "缩短到几秒" with the value it changed to.
             to = lang.CHANGE_TO.match(sentence, m.end())
             if to and not lang.ASKS_FROM.search(question) and sentence[m.start() - 1 : m.start()] == "从":
@@ -209,6 +211,13 @@ class ExtractiveWriter:
         if lang.ASKS_ENTITY.search(question):
             return self._lead_name(query, sentence)
         return None
+
+    @staticmethod
+    def _only_date(sentence: str) -> re.Match[str] | None:
+        """The date a sentence gives when it gives one only: a date often opens the sentence
+        it dates, before the words the question asks with ("2019年10月，街道…设立…")."""
+        dates = list(lang.DATE_VALUE.finditer(sentence))
+        return dates[0] if len({d.group().strip() for d in dates}) == 1 else None
 
     def _lead_name(self, query: Query, sentence: str) -> str | None:
         asked = match_key(query.text)

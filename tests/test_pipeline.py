@@ -30,6 +30,17 @@ def test_entity_question_leads_with_the_name_the_cited_sentence_gives(service):
     assert any(answer.lead in c.text for c in answer.citations)
 
 
+@pytest.mark.parametrize(("sentence", "lead"), [
+    ("据了解，2019年10月，青萝湾街道分别在两个村设立了中心警务站。", "2019年10月"),  # the date opens it
+    ("青萝湾街道于2019年10月设立了中心警务站。", "2019年10月"),  # the date right before the verb
+    ("2018年青萝湾街道开始筹备，2019年10月设立了中心警务站。", None),  # two dates: which one?
+])
+def test_a_date_question_leads_with_the_only_date_the_sentence_gives(service, sentence, lead):
+    pipe = service.require().pipeline
+    query = pipe.queries.from_text("青萝湾街道的中心警务站是什么时候设立的？")
+    assert pipe.writer.lead(query, sentence) == lead
+
+
 @pytest.mark.parametrize(
     ("question", "lead"),
     [
