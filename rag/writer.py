@@ -193,7 +193,7 @@ class ExtractiveWriter:
                 anchor = self._anchor(query, sentence)
                 m = pattern.search(sentence, anchor) if anchor >= 0 else None
                 if m is None or m.start() - anchor > self.config.lead_gap or re.search(r"[，。；,;]", sentence[anchor : m.start()]):
-                    m = self._only_date(sentence) if pattern is lang.DATE_VALUE else None
+                    m = self._only_value(sentence, pattern, lang.value_check(question))
                     if m is None:
                         return None
             # "从75秒缩减至5秒" answers "缩短到几秒" with the value it changed to.
@@ -213,11 +213,12 @@ class ExtractiveWriter:
         return None
 
     @staticmethod
-    def _only_date(sentence: str) -> re.Match[str] | None:
-        """The date a sentence gives when it gives one only: a date often opens the sentence
-        it dates, before the words the question asks with ("2019年10月，街道…设立…")."""
-        dates = list(lang.DATE_VALUE.finditer(sentence))
-        return dates[0] if len({d.group().strip() for d in dates}) == 1 else None
+    def _only_value(sentence: str, pattern: re.Pattern[str], check: lang.ValueCheck | None) -> re.Match[str] | None:
+        """The value of the kind asked when the sentence gives one only, wherever it stands: a
+        date often opens the sentence it dates, before the words the question asks with
+        ("2019年10月，街道…设立…"), and a figure may come before what it measures."""
+        values = [v for v in pattern.finditer(sentence) if not lang.lacks_value(check, v.group())]
+        return values[0] if len({v.group().strip() for v in values}) == 1 else None
 
     def _lead_name(self, query: Query, sentence: str) -> str | None:
         asked = match_key(query.text)

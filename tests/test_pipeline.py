@@ -41,6 +41,14 @@ def test_a_date_question_leads_with_the_only_date_the_sentence_gives(service, se
     assert pipe.writer.lead(query, sentence) == lead
 
 
+def test_a_value_before_what_it_measures_leads_when_it_is_the_only_one_of_its_kind(service):
+    pipe = service.require().pipeline
+    query = pipe.queries.from_text("青萝湾产业园的规划面积有多大？")
+    assert pipe.writer.lead(query, "以3.2平方公里为规划范围，青萝湾产业园将建设研发总部区。") == "3.2平方公里"
+    # Two areas: which one is the park's is not for the lead to guess.
+    assert pipe.writer.lead(query, "以3.2平方公里为核心、5平方公里为拓展，青萝湾产业园将建设研发总部区。") is None
+
+
 @pytest.mark.parametrize(
     ("question", "lead"),
     [
@@ -226,7 +234,7 @@ def test_a_shortened_citation_is_still_found_in_the_previous_answer(service):
     show a long sentence from one of its clauses on."""
     answer = service.ask("杭州综合保税区是哪一年获批的？")
     first = answer.citations[0]
-    shown = answer.text.split("[1]")[0]
+    shown = answer.text.removeprefix(f"{answer.lead}。" if answer.lead else "").split("[1]")[0]
     assert shown.startswith("…") and not shown.startswith("…" + first.text[:6])  # cut at a clause
     retriever = service.require().pipeline.retriever
     sent_ids = {s.sent_id for s in service.require().data.sentences
