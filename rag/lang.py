@@ -140,7 +140,7 @@ UNITS = (
 )
 DATE_VALUE = re.compile(r"\d{4}年(?:\d{1,2}月)?(?:\d{1,2}日)?|\d{1,2}月\d{1,2}日|\d{1,2}月")
 # The noun a 多少/几 question counts ("多少家企业" -> 企业), when it follows the measure word.
-COUNTED_NOUN = re.compile(r"(?:多少|几)(?:万|千|百)?[个家项名位台辆条款套所座栋批届次件大]([\u4e00-\u9fff]{2})")
+COUNTED_NOUN = re.compile(r"(?:多少|几)(?:万|千|百)?(?P<measure>[个家项名位台辆条款套所座栋批届次件大])(?P<noun>[\u4e00-\u9fff]{2})")
 # Never from inside a number ("3万余名" is not "万余名") or an ordinal ("第一期" counts nothing);
 # 余/多 before or after the magnitude.
 NUMBER_VALUE = re.compile(

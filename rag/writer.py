@@ -184,16 +184,17 @@ class ExtractiveWriter:
         else:
             pattern = None
         if pattern is not None:
-            # "多少家企业" is answered where a value stands right before 企业 ("1500余家企业"),
-            # else by a value closely after the last of the question's words.
+            # "多少家企业" is answered where a value counted in 家 stands right before 企业
+            # ("1500余家企业", not "十大企业"), else by a value closely after the last of the
+            # question's words.
             counted = lang.COUNTED_NOUN.search(question)
-            m = next((v for v in pattern.finditer(sentence) if sentence.startswith(counted.group(1), v.end())),
-                     None) if counted else None
+            m = next((v for v in pattern.finditer(sentence) if sentence.startswith(counted["noun"], v.end())
+                      and v.group().endswith(counted["measure"])), None) if counted else None
             if m is None:
                 anchor = self._anchor(query, sentence)
                 m = pattern.search(sentence, anchor) if anchor >= 0 else None
                 if m is None or m.start() - anchor > self.config.lead_gap or re.search(r"[，。；,;]", sentence[anchor : m.start()]):
-                    m = self._only_value(sentence, pattern, lang.value_check(question))
+                    m = None if counted else self._only_value(sentence, pattern, lang.value_check(question))
                     if m is None:
                         return None
             # "从75秒缩减至5秒" answers "缩短到几秒" with the value it changed to.
@@ -216,7 +217,8 @@ class ExtractiveWriter:
     def _only_value(sentence: str, pattern: re.Pattern[str], check: lang.ValueCheck | None) -> re.Match[str] | None:
         """The value of the kind asked when the sentence gives one only, wherever it stands: a
         date often opens the sentence it dates, before the words the question asks with
-        ("2019年10月，街道…设立…"), and a figure may come before what it measures."""
+        ("2019年10月，街道…设立…"), and a figure may come before what it measures. (Not for a
+        count of a noun: "多少家企业" is not answered by "20家总部企业".)"""
         values = [v for v in pattern.finditer(sentence) if not lang.lacks_value(check, v.group())]
         return values[0] if len({v.group().strip() for v in values}) == 1 else None
 

@@ -75,6 +75,14 @@ def test_the_lead_is_the_value_of_the_noun_counted(service, question, lead):
     assert pipe.writer.lead(pipe.queries.from_text(question), sentence) == lead
 
 
+def test_the_value_of_the_noun_counted_is_counted_in_the_measure_asked(service):
+    """"多少项改革任务" is not answered by "十大" of "十大改革机制", which stands before 改革 too."""
+    pipe = service.require().pipeline
+    query = pipe.queries.from_text("青萝湾这轮改革安排了多少项改革任务？")
+    assert pipe.writer.lead(query, "完善“十大改革机制”，共涉及111项改革任务。") == "111项"
+    assert pipe.writer.lead(query, "完善十大改革机制。") is None
+
+
 @pytest.mark.parametrize(("sentence", "lead"), [
     ("园区员工中外地人占1/3。", "1/3"), ("园区员工中外地人约占三分之一。", "三分之一"), ("园区员工中外地人占35%。", "35%"),
 ])
