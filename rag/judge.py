@@ -221,7 +221,7 @@ class Judge:
         if values.get("value_miss"):
             return "the closest sentence states no value of the kind asked for"
         if values.get("year_conflict"):
-            return "the closest sentence is about another year or edition"
+            return "the closest sentence is about another year, edition or level"
         if values.get("missing_word", 0.0) >= 0.9:
             return "the closest passage never mentions a word the question asks about"
         return "no sentence answers the question with enough confidence"

@@ -466,14 +466,24 @@ def chinese_number(text: str) -> int | None:
     return digits.get(text) if len(text) == 1 else None
 
 
+# A year named from the time of writing, and the level of government that runs or ranks a thing.
+RELATIVE_YEAR = re.compile(r"前年|去年|今年|明年")
+LEVEL = re.compile(r"(国家|省|市|区|县)级")
+
+
 def year_conflict(question: str, answer: str) -> bool:
-    """The question names a year, or an edition (第二届, 二期); the answer names others of that
-    kind but not it ("首届" for a question about the second)."""
+    """The question names a year, an edition (第二届, 二期) or a level (省级); the answer names
+    others of that kind but not it ("首届" for a question about the second, "今年" for
+    "去年", "省级" for "市级")."""
+    def named(pattern: re.Pattern[str], text: str) -> set[tuple[str, int | str]]:
+        return {(pattern.pattern, m.group()) for m in pattern.finditer(text)}
+
     return (_contradicts({("年", y) for y in years(question)}, {("年", y) for y in years(answer)})
-            or _contradicts(editions(question), editions(answer)))
+            or _contradicts(editions(question), editions(answer))
+            or any(_contradicts(named(p, question), named(p, answer)) for p in (RELATIVE_YEAR, LEVEL)))
 
 
-def _contradicts(asked: set[tuple[str, int]], stated: set[tuple[str, int]]) -> bool:
+def _contradicts(asked: set[tuple[str, int | str]], stated: set[tuple[str, int | str]]) -> bool:
     """``stated`` names (kind, number) pairs of a kind ``asked`` names, and none of those asked."""
     kinds = {kind for kind, _ in stated}
     return any(kind in kinds for kind, _ in asked) and not asked & stated

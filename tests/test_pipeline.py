@@ -148,6 +148,11 @@ def test_a_label_value_line_is_no_heading(service):
     ("半程马拉松的亚军是谁？", "冠军仅用1小时18分就跑完了全程。", True),  # a place in a ranking
     ("大赛的二等奖是哪家企业？", "大赛一等奖由青萝湾公司获得。", True),
     ("大赛的冠军用了多长时间？", "冠军仅用1小时18分就跑完了全程。", False),
+    ("青萝湾研究所去年招了多少研究生？", "今年将招收研究生近50名。", True),  # a year named from now
+    ("青萝湾研究所今年招了多少研究生？", "今年将招收研究生近50名，去年招了30名。", False),
+    ("对市级认定的基地奖补多少？", "对经省级部门认定的基地，每个奖补3万元。", True),  # another level
+    ("对省级认定的基地奖补多少？", "对经省级部门认定的基地，每个奖补3万元。", False),
+    ("园区有多少家省级以上孵化器？", "园区累计建成省级以上孵化器4家。", False),
 ])
 def test_an_answer_about_another_edition_or_year_conflicts(question, answer, conflict):
     assert lang.year_conflict(question, answer) is conflict
