@@ -129,6 +129,10 @@ ASKS_WHERE = re.compile(rf"哪里|哪儿|{ASKS_LOCATION.pattern}")
 WHERE = re.compile(r"([\u4e00-\u9fffA-Za-z0-9]{2,16})在哪(?:里|儿)")
 PLACE_VERB = "位于"  # how the articles most often say where a thing is
 NUMERALS = "0-9一二三四五六七八九十百千万亿两半"
+# A question for the day ("哪一天", "几月几号") is answered by a day, not a month or a year.
+ASKS_DAY = re.compile(r"哪一?天|哪一?日|几月几[日号]|几号")
+# (A numeral before 号 alone may be a name: "一号改革工程", "3号楼".)
+HAS_DAY = re.compile(r"\d{1,2}\s*日|月\s*(?:\d{1,2}|[一二三四五六七八九十]{1,3})\s*[日号]")
 HAS_DATE = re.compile(r"\d{4}\s*年|\d{1,2}\s*月|\d{1,2}\s*日|今年|去年|明年|年底|年初|上半年|下半年|季度")
 HAS_REASON = re.compile(r"因为|由于|原因|为了|所以|因此|从而|得益于|导致|使得|以便")
 # A sentence that opens with a pronoun needs the sentence before it to name its subject.
@@ -289,6 +293,8 @@ def value_check(question: str) -> ValueCheck | None:
         unit = SAME_UNIT.get(asked.group(1)) or re.escape(asked.group(1))
         pattern = re.compile(rf"[\d{NUMERALS}]\s*(?:多|余)?\s*(?:万亿|亿|万|千)?\s*(?:{unit})", re.IGNORECASE)
         return ValueCheck(pattern, False, "unit")
+    if ASKS_DAY.search(question):
+        return ValueCheck(HAS_DAY, False, "date")
     if ASKS_DATE.search(question):
         return ValueCheck(HAS_DATE, False, "date")
     if ASKS_RATE.search(question):

@@ -100,6 +100,12 @@ def test_a_fraction_states_a_share(service, sentence, lead):
     ("这台设备重多少公斤？", "设备重1.4千克。", True),  # the same unit by its other name
     ("这台设备重多少公斤？", "设备长1.4米。", False),
     ("新建光伏电站装机多少千瓦？", "电站装机容量达500千瓦。", True),
+    # A question for the day needs a day: a month or a year, or "一号" of a name, is none.
+    ("新车是哪一天下线的？", "新车将于4月18日下线。", True),
+    ("新车是几月几号下线的？", "新车将于4 月 18 号下线。", True),
+    ("新车是哪一天下线的？", "今年，多款新车相继下线。", False),
+    ("大会是哪天召开的？", "2023年，园区召开“一号改革工程”大会。", False),
+    ("新车是哪一年下线的？", "今年，多款新车相继下线。", True),  # a year question is answered by a year
 ])
 def test_units_of_measure_state_the_value_asked(question, sentence, states):
     assert lang.lacks_value(lang.value_check(question), sentence) is not states
