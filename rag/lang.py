@@ -155,13 +155,19 @@ NUMBER_VALUE = re.compile(
     r"|\d+(?:\.\d+)?%"
 )
 # Units of measure an answer must repeat ("多少平方公里" is not answered by "27家").
-# Counting words (家, 个, 名, 人, 项 ...) are left out: answers swap them freely
-# ("几个平台" / "五大平台"), so those questions only need some quantity.
+# Counting words (家, 个, 名, 人, 项 ...) are left out: answers swap them for their kin or a
+# generic count ("几个平台" / "五大平台"), which COUNT_MEASURE allows.
 MEASURES = (
     "万亿元|亿美元|万美元|亿元|万元|美元|元|平方公里|平方千米|万平方米|平方米|立方米|公顷|公里|千米|厘米|毫米|纳米|"
     "米(?![面粮饭])|亩|吨|千克|公斤|千瓦时|千瓦|兆瓦|英寸|"
     "%|倍|成(?![员本果立为功交绩])|天(?![然津下数])|小时|分钟|秒"
 )
+# A count asked in a measure word of its own ("多少台", "几家医院") is answered by a number
+# counted in it, one of its kin, or a generic count ("五大", "三个"); not by a sum of money,
+# a span of years or a count of something else ("一名" for "多少起纠纷").
+COUNT_MEASURE = re.compile(r"(?:多少|(?<![哪这那近前好十第])几)\s*(?:万|千|百)?\s*(名|人|位|家|户|台|套|所|座|栋|幢|条|项|件|处|起|片|场|辆|款|篇|只|张|块|间|支)")
+SAME_COUNT = {"名": "名|人|位", "人": "人|名|位", "位": "位|名|人", "家": "家|户", "户": "户|家", "台": "台|套",
+              "套": "套|台", "栋": "栋|幢", "幢": "幢|栋", "起": "起|件", "件": "件|起"}
 SAME_UNIT = {"公里": "公里|千米", "千米": "公里|千米", "平方公里": "平方公里|平方千米", "平方千米": "平方公里|平方千米",
              "千克": "千克|公斤", "公斤": "千克|公斤",
              "成": "成|%"}
@@ -293,6 +299,11 @@ def value_check(question: str) -> ValueCheck | None:
         unit = SAME_UNIT.get(asked.group(1)) or re.escape(asked.group(1))
         pattern = re.compile(rf"[\d{NUMERALS}]\s*(?:多|余)?\s*(?:万亿|亿|万|千)?\s*(?:{unit})", re.IGNORECASE)
         return ValueCheck(pattern, False, "unit")
+    counted = COUNT_MEASURE.search(question)
+    if counted:
+        same = SAME_COUNT.get(counted.group(1), counted.group(1))
+        pattern = re.compile(rf"(?<!第)[\d{NUMERALS}]\s*(?:多|余)?\s*(?:万|千|百)?\s*(?:{same}|个|大|种|类)(?!事)")
+        return ValueCheck(pattern, True, "number")
     if ASKS_DAY.search(question):
         return ValueCheck(HAS_DAY, False, "date")
     if ASKS_DATE.search(question):

@@ -106,6 +106,14 @@ def test_a_fraction_states_a_share(service, sentence, lead):
     ("新车是哪一天下线的？", "今年，多款新车相继下线。", False),
     ("大会是哪天召开的？", "2023年，园区召开“一号改革工程”大会。", False),
     ("新车是哪一年下线的？", "今年，多款新车相继下线。", True),  # a year question is answered by a year
+    # A count in a measure word of its own is answered in it, its kin or a generic count.
+    ("工厂一年生产多少台洗衣机？", "工厂年产洗衣机200万台。", True),
+    ("工厂一年生产多少台洗衣机？", "工厂投资超过200万元升级生产线。", False),  # money counts no machines
+    ("调解员调解了多少起纠纷？", "他是社区的一名人民调解员。", False),
+    ("公司有多少名员工？", "公司现有员工3000余人。", True),  # 名 and 人 count people alike
+    ("园区有几家医院？", "园区布局了三大医院。", True),  # a generic count
+    ("街区入驻了多少家商户？", "这是商圈第一个商业综合体。", False),  # an ordinal counts nothing
+    ("方案推出了哪几项行动？", "方案推出政务提质、金融助力等行动。", True),  # 哪几项 asks which, not how many
 ])
 def test_units_of_measure_state_the_value_asked(question, sentence, states):
     assert lang.lacks_value(lang.value_check(question), sentence) is not states
