@@ -168,6 +168,9 @@ MEASURES = (
 COUNT_MEASURE = re.compile(r"(?:多少|(?<![哪这那近前好十第])几)\s*(?:万|千|百)?\s*(名|人|位|家|户|台|套|所|座|栋|幢|条|项|件|处|起|片|场|辆|款|篇|只|张|块|间|支)")
 SAME_COUNT = {"名": "名|人|位", "人": "人|名|位", "位": "位|名|人", "家": "家|户", "户": "户|家", "台": "台|套",
               "套": "套|台", "栋": "栋|幢", "幢": "幢|栋", "起": "起|件", "件": "件|起"}
+# An area ("面积有多大") is answered in a unit of area: a count of things ("一种", "24所") states none.
+ASKS_AREA = re.compile(r"面积[^，。？?]{0,6}(?:多大|多少|几)|(?:多大|多少)(?:的)?(?:建筑|占地)?面积")
+AREA_VALUE = re.compile(rf"[\d{NUMERALS_}]\s*(?:多|余)?\s*(?:万|千|百)?\s*(?:平方|亩|公顷|(?<=万)方)")
 SAME_UNIT = {"公里": "公里|千米", "千米": "公里|千米", "平方公里": "平方公里|平方千米", "平方千米": "平方公里|平方千米",
              "千克": "千克|公斤", "公斤": "千克|公斤",
              "成": "成|%"}
@@ -310,6 +313,8 @@ def value_check(question: str) -> ValueCheck | None:
         return ValueCheck(HAS_DATE, False, "date")
     if ASKS_RATE.search(question):
         return ValueCheck(RATE_VALUE, False, "rate")
+    if ASKS_AREA.search(question):
+        return ValueCheck(AREA_VALUE, False, "unit")
     if "第几" in question:
         return ValueCheck(ORDINAL, False, "ordinal")
     if ASKS_MONEY.search(question) and not ASKS_CHANGE.search(question):

@@ -114,6 +114,11 @@ def test_a_fraction_states_a_share(service, sentence, lead):
     ("园区有几家医院？", "园区布局了三大医院。", True),  # a generic count
     ("街区入驻了多少家商户？", "这是商圈第一个商业综合体。", False),  # an ordinal counts nothing
     ("方案推出了哪几项行动？", "方案推出政务提质、金融助力等行动。", True),  # 哪几项 asks which, not how many
+    # An area is answered in a unit of area, however the question asks for it.
+    ("仓库面积有多大？", "仓库建成后为企业多了一种仓储选择。", False),
+    ("仓库的建筑面积是多少？", "仓库建筑面积达5200平方米。", True),
+    ("项目占地多大面积？", "项目规划建设46.2万方空间载体。", True),
+    ("园区面积有多大？", "园区与企业三方联动。", False),
 ])
 def test_units_of_measure_state_the_value_asked(question, sentence, states):
     assert lang.lacks_value(lang.value_check(question), sentence) is not states
