@@ -75,7 +75,7 @@ PLACE_PART = re.compile(rf"(?:{PLACES_}|区块)$")
 # What a question word asks about right after it ("在哪个城市举办": 城市 is asked, no subject).
 ASKED_KIND = re.compile(r"(?:哪[个家些位所座条种一]?|什么|多少)$")
 # What may follow the first word of a name up to its suffix ("西湖" + "科技园"): no 的, no copula,
-# no question word.
+# no question word, no preposition, demonstrative or 说 ("吉利在钱塘新区" is no name).
 NAME_GROWTH = re.compile(r"(?:(?![的是哪谁几何在把被从向对给与和及这那各该此其说]|什么|多少)[\u4e00-\u9fffA-Za-z0-9]){0,16}?(?:区|园|港|谷|城|公司|集团|平台|基地|中心|县|市|镇)")
 # What is left of a name without its suffix must name something: "有限公司" alone does not.
 GENERIC_STEM = re.compile(r"^(?:股份)?有限$|^股份$|^[^\u4e00-\u9fff]*$")
@@ -506,7 +506,7 @@ def year_conflict(question: str, answer: str) -> bool:
 
 
 def _contradicts(asked: set[tuple[str, int | str]], stated: set[tuple[str, int | str]]) -> bool:
-    """``stated`` names (kind, number) pairs of a kind ``asked`` names, and none of those asked."""
+    """``stated`` names (kind, value) pairs of a kind ``asked`` names, and none of those asked."""
     kinds = {kind for kind, _ in stated}
     return any(kind in kinds for kind, _ in asked) and not asked & stated
 
