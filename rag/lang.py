@@ -48,7 +48,9 @@ ASKS_NUMBER = re.compile(
     r"多少|(?<![哪这那近前好十])几[个家项年座所次位名倍成亿万千百十天秒分种条款台辆人大%]"
     r"|多大|多长|多高|多远|多久|比例|比重|百分之|占比|第几"
 )
-ASKS_DATE = re.compile(r"何时|什么时候|哪一?年|哪几年|哪些年|哪一?天|哪个月|几月|几号|哪日|日期")
+# A question for the day ("哪一天", "几月几号") is answered by a day, not a month or a year.
+ASKS_DAY = re.compile(r"哪一?天|哪一?日|几月几[日号]|几号")
+ASKS_DATE = re.compile(rf"何时|什么时候|哪一?年|哪几年|哪些年|哪个月|几月|日期|{ASKS_DAY.pattern}")
 ASKS_REASON = re.compile(r"为什么|为何|原因|何以|怎么会")
 ASKS_NAME = re.compile(r"叫什么|什么名|名称|称为什么|称作什么|简称")
 # Any interrogative word: the words next to it name the attribute asked about
@@ -102,7 +104,7 @@ PERSON = re.compile(
     r"|([\u4e00-\u9fff]{1,5}·[\u4e00-\u9fff]{1,8})"
     # A person card (see person_cards): the name on its line, then the organisation and title.
     # The name may end a heading it was glued to when the article was cleaned (…更足了郎秋蕾).
-    rf"|(?:^|(?<=[^{SURNAMES}]))([{SURNAMES}][\u4e00-\u9fff]{{1,2}})\n(?=[^。！？；]{{0,40}}(?:{ROLES}))"
+    rf"|(?<![{SURNAMES}])([{SURNAMES}][\u4e00-\u9fff]{{1,2}})\n(?=[^。！？；]{{0,40}}(?:{ROLES}))"
 )
 # A person's name alone on a line, as interview cards print it beside the job title
 # ("杭州临江高科园管理办公室主任" / "冯宝林"), and a line ending in a job title.
@@ -129,9 +131,7 @@ ASKS_WHERE = re.compile(rf"哪里|哪儿|{ASKS_LOCATION.pattern}")
 WHERE = re.compile(r"([\u4e00-\u9fffA-Za-z0-9]{2,16})在哪(?:里|儿)")
 PLACE_VERB = "位于"  # how the articles most often say where a thing is
 NUMERALS = "0-9一二三四五六七八九十百千万亿两半"
-# A question for the day ("哪一天", "几月几号") is answered by a day, not a month or a year.
-ASKS_DAY = re.compile(r"哪一?天|哪一?日|几月几[日号]|几号")
-# (A numeral before 号 alone may be a name: "一号改革工程", "3号楼".)
+# A day (a numeral before 号 alone may be a name: "一号改革工程", "3号楼".)
 HAS_DAY = re.compile(r"\d{1,2}\s*日|月\s*(?:\d{1,2}|[一二三四五六七八九十]{1,3})\s*[日号]")
 HAS_DATE = re.compile(r"\d{4}\s*年|\d{1,2}\s*月|\d{1,2}\s*日|今年|去年|明年|年底|年初|上半年|下半年|季度")
 HAS_REASON = re.compile(r"因为|由于|原因|为了|所以|因此|从而|得益于|导致|使得|以便")
@@ -170,7 +170,7 @@ SAME_COUNT = {"名": "名|人|位", "人": "人|名|位", "位": "位|名|人", 
               "套": "套|台", "栋": "栋|幢", "幢": "幢|栋", "起": "起|件", "件": "件|起"}
 # An area ("面积有多大") is answered in a unit of area: a count of things ("一种", "24所") states none.
 ASKS_AREA = re.compile(r"面积[^，。？?]{0,6}(?:多大|多少|几)|(?:多大|多少)(?:的)?(?:建筑|占地)?面积")
-AREA_VALUE = re.compile(rf"[\d{NUMERALS_}]\s*(?:多|余)?\s*(?:万|千|百)?\s*(?:平方|亩|公顷|(?<=万)方)")
+AREA_UNITS = "平方|亩|公顷|(?<=万)方"
 SAME_UNIT = {"公里": "公里|千米", "千米": "公里|千米", "平方公里": "平方公里|平方千米", "平方千米": "平方公里|平方千米",
              "千克": "千克|公斤", "公斤": "千克|公斤",
              "成": "成|%"}
@@ -288,6 +288,12 @@ def asks_place(question: str, is_name: Callable[[str], bool]) -> bool:
     return m is not None and is_name(m.group(1))
 
 
+def number_in(units: str, after: str = "", numerals: str = NUMERALS) -> re.Pattern[str]:
+    """A number (not an ordinal: 第五) in one of ``units``, a regex alternation ("平方米|亩");
+    ``numerals`` are the characters it may end with (without 万, "万亩" is no area)."""
+    return re.compile(rf"(?<!第)[\d{numerals}]\s*(?:多|余)?\s*(?:万亿|亿|万|千|百)?\s*(?:{units}){after}", re.IGNORECASE)
+
+
 @lru_cache(maxsize=4096)  # the reader, the judge and the writer each ask it of one question
 def value_check(question: str) -> ValueCheck | None:
     """What an answer must contain to state the kind of value the question asks for.
@@ -299,14 +305,11 @@ def value_check(question: str) -> ValueCheck | None:
     """
     asked = ASKED_UNIT.search(question)
     if asked:
-        unit = SAME_UNIT.get(asked.group(1)) or re.escape(asked.group(1))
-        pattern = re.compile(rf"[\d{NUMERALS}]\s*(?:多|余)?\s*(?:万亿|亿|万|千)?\s*(?:{unit})", re.IGNORECASE)
-        return ValueCheck(pattern, False, "unit")
+        return ValueCheck(number_in(SAME_UNIT.get(asked.group(1)) or re.escape(asked.group(1))), False, "unit")
     counted = COUNT_MEASURE.search(question)
     if counted:
         same = SAME_COUNT.get(counted.group(1), counted.group(1))
-        pattern = re.compile(rf"(?<!第)[\d{NUMERALS}]\s*(?:多|余)?\s*(?:万|千|百)?\s*(?:{same}|个|大|种|类)(?!事)")
-        return ValueCheck(pattern, True, "number")
+        return ValueCheck(number_in(f"{same}|个|大|种|类", after="(?!事)"), True, "number")
     if ASKS_DAY.search(question):
         return ValueCheck(HAS_DAY, False, "date")
     if ASKS_DATE.search(question):
@@ -314,7 +317,7 @@ def value_check(question: str) -> ValueCheck | None:
     if ASKS_RATE.search(question):
         return ValueCheck(RATE_VALUE, False, "rate")
     if ASKS_AREA.search(question):
-        return ValueCheck(AREA_VALUE, False, "unit")
+        return ValueCheck(number_in(AREA_UNITS, numerals=NUMERALS_), False, "unit")
     if "第几" in question:
         return ValueCheck(ORDINAL, False, "ordinal")
     if ASKS_MONEY.search(question) and not ASKS_CHANGE.search(question):
