@@ -120,7 +120,7 @@ def test_the_kind_a_question_word_asks_about_is_no_subject(service):
 
 @pytest.mark.parametrize(("question", "subject"), [
     ("高新区（滨江）今年引进了多少家企业？", "高新区（滨江）"),
-    ("史陶比尔（杭州）今年的产值是多少？", "史陶比尔（杭州）"),
+    ("青萝湾（杭州）今年的产值是多少？", "青萝湾（杭州）"),
     ("中国（波兰）国际贸易数字博览会在哪里举办？", "中国（波兰）国际贸易数字博览会"),
 ])
 def test_a_bracketed_part_belongs_to_the_subject(service, question, subject):
