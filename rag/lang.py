@@ -52,6 +52,10 @@ ASKS_NUMBER = re.compile(
 ASKS_DAY = re.compile(r"哪一?天|哪一?日|几月几[日号]|几号")
 ASKS_DATE = re.compile(rf"何时|什么时候|哪一?年|哪几年|哪些年|哪个月|几月|日期|{ASKS_DAY.pattern}")
 ASKS_REASON = re.compile(r"为什么|为何|原因|何以|怎么会")
+# A question for several things (哪些, 哪几, 分别) is answered by a sentence that lists some:
+# "A、B", "A和B" (the reader's type check, like a number for 多少).
+ASKS_LIST = re.compile(r"哪些|哪几|分别")
+ENUMERATION = re.compile(r"、|[\u4e00-\u9fff“”]{1,12}(?:和|与|及|以及)[\u4e00-\u9fff“”]{1,12}")
 ASKS_NAME = re.compile(r"叫什么|什么名|名称|称为什么|称作什么|简称")
 # Any interrogative word: the words next to it name the attribute asked about
 # ("采用什么模式", "第一时间找谁"), which the answering sentence states.

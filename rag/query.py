@@ -202,8 +202,19 @@ class QueryBuilder:
         if not users:
             return None
         last = users[-1]
-        previous = self.rewrite(turns[: last + 1])
+        earlier = self._history(turns[: last + 1])
+        asked = turns[last].content.strip()
+        previous = self._read(asked, earlier, force=False)
         answer = next((t.content for t in turns[last + 1 : -1] if t.role == "assistant"), "")
+        if earlier is not None and not previous.rewritten and answer and not answer.startswith(lang.NON_ANSWERS):
+            # A turn that named a word of its own may have been answered as a follow-up
+            # (:meth:`readings`): "从开天猫旗舰店到…" names 开天 (a jieba word) yet was answered
+            # about 花西子. The answer tells which reading it took: the one whose subject it names.
+            forced = self._read(asked, earlier, force=True)
+            own = self.topic(asked)
+            if (forced.rewritten and forced.given and match_key(forced.given) in match_key(answer)
+                    and not (own and match_key(own) in match_key(answer))):
+                previous = forced
         # The previous turn's subjects, then those before it ("这个园区" two turns on may still
         # mean the park the chat began with).
         about = tuple(dict.fromkeys([*self.subjects(previous.text, answer), *previous.about]))[: self.config.max_subjects]

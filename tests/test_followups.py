@@ -182,3 +182,18 @@ def test_near_the_previous_citation_a_sentence_need_not_repeat_the_subject(servi
 
     # Without the history the sentence lacks the group's name: it covers less of the question.
     assert coverage(query) > coverage(dataclasses.replace(query, near="")) + 0.2
+
+
+def test_the_next_turn_leans_on_the_reading_the_answer_took(service):
+    """"开年营收达到了多少？" names a word of its own (jieba's 开年), yet was answered about 乐链
+    (:meth:`QueryBuilder.readings`). The answer names 乐链 and not 开年, so "它" in the turn after
+    is 乐链, not 开年."""
+    first, second = "乐链成立于哪一年？", "开年营收达到了多少？"
+    turns = [Turn("user", first), Turn("assistant", service.ask(first).text), Turn("user", second)]
+    answer = service.chat(turns)
+    assert answer.question == "乐链开年营收达到了多少？"
+    turns += [Turn("assistant", answer.text), Turn("user", "它的总部在哪里？")]
+    assert rewrite(service, *(t.content for t in turns)) == ("乐链的总部在哪里？", True)
+    # Had the answer been about 开年, the turn after would ask about it.
+    turns[3] = Turn("assistant", "开年营收达到一亿元。")
+    assert rewrite(service, *(t.content for t in turns)) == ("开年的总部在哪里？", True)

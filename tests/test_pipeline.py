@@ -144,6 +144,29 @@ def test_what_counts_as_a_count(sentence, states):
     assert lang.lacks_value(lang.value_check("园区有多少个？"), sentence) is not states
 
 
+def test_a_question_for_several_things_is_not_answered_by_a_sentence_naming_one(service):
+    """"有哪些" asks for several things: a sentence that lists none ("A、B", "A和B") lacks what
+    is asked, like a sentence without a number for "多少"; a question for one thing asks no list."""
+    pipe = service.require().pipeline
+
+    def misses(question):
+        query = pipe.queries.from_text(question)
+        return {s.text: f.type_miss for s, _, _, f in pipe.reader.features(query, pipe.retrieve(query, 5))}
+
+    listed = misses("钱塘新区的产业平台有哪些？")
+    assert {m for t, m in listed.items() if "、" in t} == {0.0}
+    assert {m for t, m in listed.items() if not lang.ENUMERATION.search(t)} == {1.0}
+    assert set(misses("钱塘新区的哪个产业平台主攻新材料？").values()) == {0.0}
+
+
+@pytest.mark.parametrize(("question", "asks"), [
+    ("园区有哪些配套设施？", True), ("这三个平台分别叫什么？", True), ("设在哪几个村？", True),
+    ("园区有哪个配套设施最受欢迎？", False), ("园区有多少配套设施？", False),
+])
+def test_which_questions_ask_for_a_list(question, asks):
+    assert bool(lang.ASKS_LIST.search(question)) is asks
+
+
 def test_a_label_value_line_is_no_heading(service):
     """A list states its facts as "label: value" lines without a full stop; a heading states none."""
     pipe = service.require().pipeline
