@@ -53,9 +53,10 @@ ASKS_DAY = re.compile(r"哪一?天|哪一?日|几月几[日号]|几号")
 ASKS_DATE = re.compile(rf"何时|什么时候|哪一?年|哪几年|哪些年|哪个月|几月|日期|{ASKS_DAY.pattern}")
 ASKS_REASON = re.compile(r"为什么|为何|原因|何以|怎么会")
 # A question for several things (哪些, 哪几, 分别) is answered by a sentence that lists some:
-# "A、B", "A和B" (the reader's type check, like a number for 多少).
+# "A、B", "“A”“B”", "A以及B" (the reader's type check, like a number for 多少; 和 joins too much
+# else to count).
 ASKS_LIST = re.compile(r"哪些|哪几|分别")
-ENUMERATION = re.compile(r"、|[\u4e00-\u9fff“”]{1,12}(?:和|与|及|以及)[\u4e00-\u9fff“”]{1,12}")
+ENUMERATION = re.compile(r"、|”“|以及")
 ASKS_NAME = re.compile(r"叫什么|什么名|名称|称为什么|称作什么|简称")
 # Any interrogative word: the words next to it name the attribute asked about
 # ("采用什么模式", "第一时间找谁"), which the answering sentence states.
@@ -262,7 +263,7 @@ class ValueCheck(NamedTuple):
 
     pattern: re.Pattern[str]
     strip_dates: bool  # dates are removed before matching (a quantity that is not a date)
-    kind: str  # unit, money, date, rate, ordinal or number
+    kind: str  # unit, money, date, rate, ordinal or number (list: list_check)
 
 
 @lru_cache(maxsize=4096)
@@ -328,6 +329,15 @@ def value_check(question: str) -> ValueCheck | None:
         return ValueCheck(MONEY_VALUE, False, "money")
     if ASKS_NUMBER.search(question):
         return ValueCheck(NUMBER_VALUE, True, "number")
+    return None
+
+
+def list_check(question: str) -> ValueCheck | None:
+    """For a question for several things that asks no value (:data:`ASKS_LIST`), what its answer
+    lists them with (:data:`ENUMERATION`); None otherwise. Apart from :func:`value_check`: the
+    judge's value signals were fitted on values, not lists."""
+    if value_check(question) is None and ASKS_LIST.search(question):
+        return ValueCheck(ENUMERATION, False, "list")
     return None
 
 

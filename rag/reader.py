@@ -250,7 +250,7 @@ class Reader:
         value = lang.value_check(question)
         asks_reason = bool(lang.ASKS_REASON.search(question))
         asks_name = bool(lang.ASKS_NAME.search(question))
-        asks_list = value is None and bool(lang.ASKS_LIST.search(question))
+        listing = lang.list_check(question)
         echo = echo_pattern(query)
         attribute = asked_attribute(query)
         # Near what the previous answer cited, the subject the conversation named is there
@@ -269,8 +269,7 @@ class Reader:
                 sent = sents[sid]
                 key = self._sentence_keys[sid]
                 misses = lang.lacks_value(value, sent.text) or (asks_reason and not lang.HAS_REASON.search(sent.text)) or (
-                    asks_name and not lang.HAS_NAME.search(sent.text)) or (
-                    asks_list and not lang.ENUMERATION.search(sent.text))
+                    asks_name and not lang.HAS_NAME.search(sent.text)) or lang.lacks_value(listing, sent.text)
                 given = query.given if sid in near else ()
                 out.append((sent, hit, float(dc), Features(
                     float(d), self.coverage(query, key, given), self.coverage(query, self._context_keys[sid], given),

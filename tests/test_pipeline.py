@@ -145,8 +145,9 @@ def test_what_counts_as_a_count(sentence, states):
 
 
 def test_a_question_for_several_things_is_not_answered_by_a_sentence_naming_one(service):
-    """"有哪些" asks for several things: a sentence that lists none ("A、B", "A和B") lacks what
-    is asked, like a sentence without a number for "多少"; a question for one thing asks no list."""
+    """"有哪些" asks for several things: a sentence that lists none ("A、B", "“A”“B”") lacks
+    what is asked, like a sentence without a number for "多少"; a question for one thing asks no
+    list, nor does one for several values ("哪几年")."""
     pipe = service.require().pipeline
 
     def misses(question):
@@ -157,6 +158,7 @@ def test_a_question_for_several_things_is_not_answered_by_a_sentence_naming_one(
     assert {m for t, m in listed.items() if "、" in t} == {0.0}
     assert {m for t, m in listed.items() if not lang.ENUMERATION.search(t)} == {1.0}
     assert set(misses("钱塘新区的哪个产业平台主攻新材料？").values()) == {0.0}
+    assert lang.list_check("园区在哪几年扩建过？") is None and lang.list_check("园区有哪几个？") is not None
 
 
 @pytest.mark.parametrize(("question", "asks"), [
