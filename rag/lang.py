@@ -88,10 +88,12 @@ NAME_GROWTH = re.compile(r"(?:(?![的是哪谁几何在把被从向对给与和�
 GENERIC_STEM = re.compile(r"^(?:股份)?有限$|^股份$|^[^\u4e00-\u9fff]*$")
 NUMERIC = re.compile(r"[\d一二三四五六七八九十百千万亿两]")
 NUMERALS_ = "0-9一二三四五六七八九十两半"
-# Who: a role, and the person's name right after it or before a verb of saying.
+# Who: a role, and the person's name right after it or before a verb of saying. After a role the
+# name ends at punctuation, a verb of saying or the word the sentence goes on with ("局长某某用…",
+# "总经理某某在…", "负责人某某带领…"); a name is two or three characters.
 ROLES = (
     "党工委书记|副书记|书记|副主任|主任|校长|院长|所长|董事长|总经理|副总经理|经理|总裁|创始人|创办人|负责人|局长|区长|"
-    "市长|县长|镇长|主席|秘书长|院士|教授|研究员|委员|总监|总工程师|首席执行官|CEO"
+    "市长|县长|镇长|主席|秘书长|院士|教授|研究员|委员|代表|总监|总工程师|首席执行官|CEO"
 )
 ASKS_PERSON = re.compile(rf"谁|哪位|(?:{ROLES})(?:是|叫|的名字|姓)")
 # Asks for the person holding a role ("董事长是谁"): only a person's name answers. A bare 谁
@@ -101,10 +103,10 @@ AGENT = re.compile(r"领导|负责人|专家|团队|办公室|部门|单位|企�
 SURNAMES = (
     "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢"
     "姜崔钟谭陆汪范金石廖贾夏韦付方邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤葛楼屠应鲍"
-    "施管傅喻蒲鲁柏童庞詹纪柯祝洪殷郁岳翁甘焦舒聂耿裴凌樊阮柴郎盛俞季毕温倪苗祁尤卜艾"
+    "施管傅喻蒲鲁柏童庞詹纪柯祝洪殷郁岳翁甘焦舒聂耿裴凌樊阮柴郎盛俞季毕温倪苗祁尤卜艾单"
 )
 PERSON = re.compile(
-    rf"(?:{ROLES})\s*([{SURNAMES}][\u4e00-\u9fff]{{1,2}}?)(?=[，,。、说表介认指坦告：:（(看也及等和]|$)"
+    rf"(?:{ROLES})\s*([{SURNAMES}][\u4e00-\u9fff]{{1,2}}?)(?=[，,。、说表介认指坦告：:（(看也及等和在用对带建面要将为就把向曾还都已亲强称透]|$)"
     rf"|([{SURNAMES}][\u4e00-\u9fff]{{1,2}})(?=说|表示|介绍|认为|指出|坦言|告诉)"
     r"|([\u4e00-\u9fff]{1,5}·[\u4e00-\u9fff]{1,8})"
     # A person card (see person_cards): the name on its line, then the organisation and title.

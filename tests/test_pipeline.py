@@ -206,6 +206,13 @@ def test_an_answer_about_another_edition_or_year_conflicts(question, answer, con
     ("在青萝湾医药董事长柯晓岚看来，现阶段要抢抓机遇。", "柯晓岚"),  # "…看来", not a verb of saying
     ("青萝湾生物董事长倪远航也持有相似观点。", "倪远航"),
     ("总经理祝和平和同事们一起说明了情况。", "祝和平"),
+    # The name is followed by whatever the sentence goes on with, not only a verb of saying.
+    ("青萝湾物流总经理吕晓帆在接受采访时说起往事。", "吕晓帆"),
+    ("园区管理局局长邵明川用四个字概括了园区的变化。", "邵明川"),
+    ("青萝湾区党委书记、管委会主任单立衡表示，改革要坚持问题导向。", "单立衡"),
+    ("青萝村人大代表阮志远面对家乡的变化十分感慨。", "阮志远"),
+    ("区委书记高度重视这项工作，要求各部门协同推进。", None),
+    ("总经理助理在会上介绍了情况。", None),
 ])
 def test_a_person_named_after_a_role(text, name):
     assert lang.person(text) == name
