@@ -269,7 +269,8 @@ class Judge:
             # Asks about a zone the cited passage never names ("永康经济开发区" answered from 路桥's).
             "zone_miss": float(self._zone_miss(query.text, best.hit.chunk.title + best.hit.chunk.text + best_text)),
             # The cited sentence names another thing of the kind asked about (文教馆 for 游泳馆).
-            "rival_name": float(lang.names_a_rival(normalize_width(query.text), normalize_width(best_text))),
+            "rival_name": float(lang.names_a_rival(normalize_width(query.text), normalize_width(best_text),
+                                                   self._names_something)),
         }
         scored = [c.model_score for c in candidates if c.model_score is not None]
         if scored:
@@ -288,10 +289,15 @@ class Judge:
                    if weight >= 1.0 and len(word) >= 2 and not lang.contains_word(passage, word)]
         return max(missing, default=0.0) / top
 
+    def _names_something(self, text: str) -> bool:
+        tok = self.data.tokenizer
+        return any(lang.name_like(word, tok) for word, _ in tok.terms(text))
+
     def _zone_miss(self, question: str, passage: str) -> bool:
         # Only a place-like name counts: "进入开发区…" names no zone.
         names = {n for n in lang.zone_names(normalize_width(question)) if self.data.tokenizer.is_proper(n)}
-        return bool(names) and not any(n in normalize_width(passage) for n in names)
+        passage = normalize_width(passage)
+        return bool(names) and not any(lang.zone_named(n, normalize_width(question), passage) for n in names)
 
     def unknown_place(self, query: Query) -> str | None:
         """A county or development zone the question names that the sources never mention, if any.

@@ -12,9 +12,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from rag.text import normalize_width
+
+if TYPE_CHECKING:
+    from rag.text import Tokenizer
 
 NOT_FOUND = "资料中没有找到这个问题的答案。"
 
@@ -119,10 +122,10 @@ NAME_LINE = re.compile(rf"^[{SURNAMES}][\u4e00-\u9fff]{{1,2}}$")
 # A name glued to the end of the heading or caption printed above the card.
 GLUED_NAME = re.compile(rf"[^{SURNAMES}][{SURNAMES}][\u4e00-\u9fff]{{1,2}}$")
 ROLE_LINE = re.compile(rf"(?:{ROLES})[、\u4e00-\u9fff]{{0,3}}$")
+# A development zone is named by what precedes its generic suffix ("某某经济技术开发区").
+ZONE = re.compile(r"(?:国家级)?(?:高新技术产业开发区|经济技术开发区|经济开发区|综合保税区|综保区|经开区|开发区|高新区)")
 # A zone named in a question ("永康经济开发区"): its name is what precedes the suffix.
-ZONE_NAME = re.compile(
-    r"([\u4e00-\u9fff]{2,4}?)(?:国家级)?(?:高新技术产业开发区|经济技术开发区|经济开发区|综合保税区|综保区|经开区|开发区|高新区)"
-)
+ZONE_NAME = re.compile(rf"([\u4e00-\u9fff]{{2,4}}?){ZONE.pattern}")
 # A share or rate is answered by a percentage (or 几成/几倍), not by any amount.
 ASKS_RATE = re.compile(r"百分之|百分比|百分点|增长率|增速|增幅|占比|比重|比例")
 RATE_VALUE = re.compile(
@@ -202,8 +205,6 @@ MONEY_VALUE = re.compile(rf"[\d{NUMERALS}]\s*(?:多|余)?\s*(?:(?:万亿|亿|万
                          r"|[过破上超逾数]\s*(?:百|千)?\s*(?:万亿|亿|万元)")
 # Years the question or answer names ("2021年度", "2023—2025年": every year of a range).
 YEARS = re.compile(r"(?<!\d)((?:19|20)\d{2})(?:\s*[-—–~至到]\s*((?:19|20)\d{2}))?(?=\s*年)")
-# A development zone is named by what precedes its generic suffix ("某某经济技术开发区").
-ZONE = re.compile(r"(?:国家级)?(?:高新技术产业开发区|经济技术开发区|经济开发区|综合保税区|综保区|经开区|开发区|高新区)")
 # Only a county is used among administrative suffixes: 市, 镇 and 乡 end too many common
 # words (城市, 上市, 大都市, 各市, 鱼米之乡).
 COUNTY = "县"
@@ -285,6 +286,13 @@ def contains_word(text_key: str, word: str) -> bool:
         return True
     pattern = abbreviation_of(word)
     return pattern is not None and pattern.search(text_key) is not None
+
+
+def name_like(word: str, tokenizer: Tokenizer) -> bool:
+    """Could ``word`` name something: two characters or more, no numeral or pronoun, and a
+    corpus word, a proper noun or a word jieba does not know (not "推进", "打造")."""
+    return (len(word) >= 2 and not NUMERIC.search(word) and not PRONOUN.search(word)
+            and (tokenizer.is_name(word) or tokenizer.place_like(word)))
 
 
 def asks_place(question: str, is_name: Callable[[str], bool]) -> bool:
@@ -421,7 +429,9 @@ def person_missing(question: str, text: str) -> bool:
 
 def deputy_only(question: str, text: str) -> bool:
     """The question asks for a role ("总经理") that the text gives only to a deputy ("副总经理")."""
-    roles = {m.group() for m in re.finditer(ROLES, question) if not m.group().startswith("副")}
+    # A role the question asks of a deputy itself ("哪位副秘书长": ROLES has no 副秘书长) is no role.
+    roles = {m.group() for m in re.finditer(ROLES, question)
+             if not m.group().startswith("副") and question[m.start() - 1 : m.start()] != "副"}
     for role in roles:
         at = [m.start() for m in re.finditer(re.escape(role), text)]
         if at and all(i and text[i - 1] == "副" for i in at):
@@ -433,6 +443,16 @@ def zone_names(text: str) -> set[str]:
     return {m.group(1) for m in ZONE_NAME.finditer(text)}
 
 
+def zone_named(name: str, question: str, passage: str) -> bool:
+    """Does ``passage`` name the zone ``question`` calls ``name`` (a :func:`zone_names` stem)? By
+    that name, or by the district bracketed after it ("杭州高新区（滨江）" is "高新区(滨江)" and
+    "滨江高新区")."""
+    if name in passage:
+        return True
+    m = re.search(rf"{re.escape(name)}{ZONE.pattern}\s*[（(]([^）)]{{2,8}})[）)]", question)
+    return m is not None and m.group(1) in passage
+
+
 # A name of a kind a near-miss may swap for its sibling's ("游泳馆" asked, "文教馆" stated): a
 # stem of two to four characters before the kind noun, not across 的.
 KIND_NAME = re.compile(
@@ -441,13 +461,24 @@ KIND_NAME = re.compile(
 )
 # What cannot open a name's stem: a demonstrative or quantifier ("该中心", "各街道").
 NOT_NAME_STEM = re.compile(r"^[这那该本各全每此其某一]")
+NOT_IN_NAME = re.compile(r"[的了把在为到将于对和与由向从是有以被给及说个]|哪|什么|几|多少")
+GENERIC_STEM_END = re.compile(r"有限$|股份$")
 
 
-def names_a_rival(question: str, sentence: str) -> bool:
+def names_a_rival(question: str, sentence: str, is_name: Callable[[str], bool] = lambda _: True) -> bool:
     """The sentence names something of a kind the question names (a 街道, a 馆, a 公司…),
-    but another one, and not the one asked about."""
+    but another one, and not the one asked about. ``is_name`` tells a name's stem ("路桥经济")
+    from other words before the kind ("推进新区", "不断扩大社区")."""
     def named(text: str) -> list[tuple[str, str]]:
-        return [(m.group(1), m.group(2)) for m in KIND_NAME.finditer(text) if not NOT_NAME_STEM.search(m.group(1))]
+        out = []
+        for m in KIND_NAME.finditer(text):
+            # A name does not run over a function word or a question word ("落户在钱塘新区" names
+            # 钱塘新区, "哪个工业园区" none), nor is "某某科技有限公司" told apart by "科技有限".
+            stem = NOT_IN_NAME.split(m.group(1))[-1]
+            if (len(stem) >= 2 and not NOT_NAME_STEM.search(stem) and not GENERIC_STEM_END.search(stem)
+                    and is_name(stem)):
+                out.append((stem, m.group(2)))
+        return out
 
     stated = named(sentence)
     for stem, kind in named(question):

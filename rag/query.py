@@ -128,9 +128,7 @@ class QueryBuilder:
         return any(self._name_like(w) for w, _ in tok.terms(text))
 
     def _name_like(self, word: str) -> bool:
-        tok = self.tokenizer
-        return (len(word) >= 2 and not lang.NUMERIC.search(word) and not lang.PRONOUN.search(word)
-                and (tok.is_name(word) or tok.place_like(word)))
+        return lang.name_like(word, self.tokenizer)
 
     def topic(self, question: str) -> str | None:
         """The first name-like stretch of a question ("西湖科技园是…" -> 西湖科技园).

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from rag.lang import lacks_value, names_a_rival, value_check, year_conflict
+from rag.lang import lacks_value, names_a_rival, value_check, year_conflict, zone_named, zone_names
+from rag.text import normalize_width
 
 
 @pytest.mark.parametrize(
@@ -120,10 +121,37 @@ def test_year_conflict(question, answer, conflict):
         ("东湖街道有多少家企业？", "该街道有120家企业。", False),  # a demonstrative names nothing else
         ("东湖高新区有多少家企业？", "东湖新区有120家企业。", False),  # other kinds of name
         ("星光公司的董事长是谁？", "星光科技公司董事长王某表示……", False),  # a longer form of the same name
+        # A name does not run over a function word or a question word.
+        ("落户在青萝新区的企业有多少家？", "落户到青萝新区的企业有120家。", False),
+        ("落户在青萝新区的企业有多少家？", "落户到白沙新区的企业有120家。", True),
+        ("青萝区和哪个工业园区开展合作？", "青萝区与白沙工业园区开展合作。", False),
     ],
 )
 def test_a_sentence_naming_a_rival_of_the_kind_asked(question, sentence, rival):
     assert names_a_rival(question, sentence) is rival
+
+
+def test_words_before_a_kind_that_name_nothing_are_no_rival(service):
+    """The judge tells a name's stem from a verb before the kind ("推进开发区", "不断扩大社区") by
+    the tokenizer: a corpus word, a proper noun or a word jieba does not know."""
+    judge = service.require().pipeline.judge
+    question = "江山经济开发区去年的产值是多少？"
+    assert names_a_rival(question, "要加快推进开发区转型。")  # without the tokenizer, 加快推进 is a name
+    assert not names_a_rival(question, "要加快推进开发区转型。", judge._names_something)
+    assert names_a_rival(question, "路桥经济开发区去年的产值是100亿元。", judge._names_something)
+
+
+@pytest.mark.parametrize(("question", "passage", "named"), [
+    ("青萝高新区（东湖）有多少家企业？", "高新区(东湖)有120家企业。", True),
+    ("青萝高新区（东湖）有多少家企业？", "东湖高新区有120家企业。", True),
+    ("青萝高新区（东湖）有多少家企业？", "青萝高新区有120家企业。", True),
+    ("青萝高新区（东湖）有多少家企业？", "高新区(西湖)有120家企业。", False),
+    ("青萝高新区有多少家企业？", "高新区有120家企业。", False),
+])
+def test_a_zone_is_named_by_its_name_or_its_bracketed_district(question, passage, named):
+    question = normalize_width(question)
+    (name,) = zone_names(question)
+    assert zone_named(name, question, passage) is named
 
 
 def test_a_place_the_sources_never_name_is_not_answered(service):

@@ -357,6 +357,7 @@ def test_every_line_of_a_person_card_cites_the_whole_card(service):
     ("街道办事处主任是谁？", "街道党工委委员、办事处副主任 祝远航", True),
     ("青萝湾公司的总经理是谁？", "柯晓岚 青萝湾公司总经理、副总经理", False),
     ("青萝湾公司的总经理是谁？", "青萝湾公司的发展离不开政策支持", False),  # names no role: not this check
+    ("哪位区政府副秘书长介绍了情况？", "区政府副秘书长祝远航介绍了情况。", False),  # asks for the deputy
 ])
 def test_a_deputy_does_not_answer_for_the_role(question, text, deputy):
     assert lang.deputy_only(question, text) is deputy
