@@ -467,9 +467,10 @@ GENERIC_STEM_END = re.compile(r"有限$|股份$")
 
 def names_a_rival(question: str, sentence: str, is_name: Callable[[str], bool] = lambda _: True) -> bool:
     """The sentence names something of a kind the question names (a 街道, a 馆, a 公司…),
-    but another one, and not the one asked about. ``is_name`` tells a name's stem ("路桥经济")
-    from other words before the kind ("推进新区", "不断扩大社区")."""
-    def named(text: str) -> list[tuple[str, str]]:
+    but another one, and not the one asked about. ``is_name`` tells a rival's stem ("路桥经济")
+    from other words before the kind ("推进新区", "不断扩大社区"); the question's own may be a
+    common word (游泳馆)."""
+    def named(text: str, is_name: Callable[[str], bool] = lambda _: True) -> list[tuple[str, str]]:
         out = []
         for m in KIND_NAME.finditer(text):
             # A name does not run over a function word or a question word ("落户在钱塘新区" names
@@ -480,7 +481,7 @@ def names_a_rival(question: str, sentence: str, is_name: Callable[[str], bool] =
                 out.append((stem, m.group(2)))
         return out
 
-    stated = named(sentence)
+    stated = named(sentence, is_name)
     for stem, kind in named(question):
         if stem + kind in sentence:
             continue
