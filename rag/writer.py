@@ -234,16 +234,25 @@ class ExtractiveWriter:
         pieces = {p for w, subs, wt in query.terms if wt >= 1.0 for p in (w, *subs) if len(p) >= 2}
         low = sentence.lower()
         names = []
-        for word, _subs in self.data.tokenizer.terms(sentence):
+        tok = self.data.tokenizer
+        for word, _subs in tok.terms(sentence):
             if len(word) < 3 or not lang.NAME_SUFFIX.search(word) or lang.NUMERIC.search(word):
                 continue
-            if lang.GENERIC_STEM.search(lang.NAME_SUFFIX.sub("", word)):
+            stem = lang.NAME_SUFFIX.sub("", word)
+            # A name holds a name-like word ("科技有限公司", "产业平台" name nothing).
+            if lang.GENERIC_STEM.search(stem) or not any(lang.name_like(w, tok) for w, _ in tok.terms(stem)):
                 continue
             if match_key(word) in asked or any(p in word for p in pieces):
                 continue
             pos = low.find(word)
             if pos >= 0:
                 names.append((pos, word))
+        # A company's full name is several words to jieba. It is the question's own subject when
+        # it holds one of the question's names (not a common word the question asks with: 公司).
+        own = [p for p in pieces if lang.name_like(p, tok)]
+        for m in lang.COMPANY_NAME.finditer(sentence) if lang.ASKS_COMPANY.search(query.text) else ():
+            if match_key(m.group()) not in asked and not any(p in m.group().lower() for p in own):
+                names.append((m.start(), m.group().lower()))
         spots = [m.start() for w, _s, wt in query.terms if wt >= 1.0 for m in re.finditer(re.escape(w), low)]
         # The question's words may stand in the sentence only in part ("半导体产业" as "半导体等产业").
         spots = spots or [m.start() for p in pieces for m in re.finditer(re.escape(p), low)]

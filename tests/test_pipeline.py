@@ -30,6 +30,18 @@ def test_entity_question_leads_with_the_name_the_cited_sentence_gives(service):
     assert any(answer.lead in c.text for c in answer.citations)
 
 
+@pytest.mark.parametrize(("question", "lead"), [
+    ("在青萝湾从事无人机业务的是哪家公司？", "鹰眼(杭州)科技有限公司"),  # jieba splits the name
+    ("青萝湾哪家企业从事无人机业务？", "鹰眼(杭州)科技有限公司"),
+    ("鹰眼(杭州)科技有限公司扎根于哪个园区？", None),  # the question's own subject
+    ("青萝湾的哪个高新区有无人机企业？", None),  # asks no company
+])
+def test_a_company_question_leads_with_the_companys_full_name(service, question, lead):
+    pipe = service.require().pipeline
+    sentence = "扎根于青萝湾的鹰眼(杭州)科技有限公司是国内无人机领域的探索者。"
+    assert pipe.writer.lead(pipe.queries.from_text(question), sentence) == lead
+
+
 @pytest.mark.parametrize(("sentence", "lead"), [
     ("据了解，2019年10月，青萝湾街道分别在两个村设立了中心警务站。", "2019年10月"),  # the date opens it
     ("青萝湾街道于2019年10月设立了中心警务站。", "2019年10月"),  # the date right before the verb
