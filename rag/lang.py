@@ -111,7 +111,11 @@ SURNAMES = (
 PERSON = re.compile(
     rf"(?:{ROLES})\s*([{SURNAMES}][\u4e00-\u9fff]{{1,2}}?)(?=[，,。、说表介认指坦告：:（(看也及等和在用对带建面要将为就把向曾还都已亲强称透]|$)"
     rf"|([{SURNAMES}][\u4e00-\u9fff]{{1,2}})(?=说|表示|介绍|认为|指出|坦言|告诉)"
-    r"|([\u4e00-\u9fff]{1,5}·[\u4e00-\u9fff]{1,8})"
+    # Introduced by name: "夺冠的选手叫潘红，…".
+    rf"|(?<=叫)([{SURNAMES}][\u4e00-\u9fff]{{1,2}}?)(?=[，,。、；])"
+    # A foreign name, its parts joined by a middle dot, ends where the text moves on: not
+    # "李宁·杭州钱塘女子半程马拉松" (a brand and an event).
+    r"|([\u4e00-\u9fff]{1,5}·[\u4e00-\u9fff]{1,8})(?![\u4e00-\u9fff])"
     # A person card (see person_cards): the name on its line, then the organisation and title.
     # The name may end a heading it was glued to when the article was cleaned (…更足了郎秋蕾).
     rf"|(?<![{SURNAMES}])([{SURNAMES}][\u4e00-\u9fff]{{1,2}})\n(?=[^。！？；]{{0,40}}(?:{ROLES}))"
@@ -237,13 +241,14 @@ GROUP_PRONOUNS = ("他们", "她们")
 NAME_BRACKET = re.compile(r"[（(][\u4e00-\u9fffA-Za-z·・]{1,8}[）)]")
 QUOTED_HEAD = re.compile(r"的[“\"「]([^”\"」]{2,16})[”\"」]")
 # Pronouns and demonstratives that stand for the subject of the previous turn.
+ONE_PERSON_ = r"(?<![其吉])他(?![人们])|她(?!们)"  # he, she (not 其他, 他人)
 PRONOUN = re.compile(
-    rf"它们|它的|它|他们|她们|{DEMONSTRATIVE.pattern}|其(?=[^他中次余实])|此地|那里|这里|那边|那儿|这儿"
+    rf"它们|它的|它|他们|她们|{ONE_PERSON_}|{DEMONSTRATIVE.pattern}|其(?=[^他中次余实])|此地|那里|这里|那边|那儿|这儿"
     r"|^这(?=[占是有在为比])"
 )
 # Pronouns, demonstratives and elliptical endings that make a turn lean on the previous one.
 FOLLOW_UP = re.compile(
-    rf"它|他们|她们|他的|她的|其中|{DEMONSTRATIVE.pattern}|这里|那里|那边|那儿|这儿|这些|那些|此[处地外]|上述|前者|后者"
+    rf"它|他们|她们|{ONE_PERSON_}|其中|{DEMONSTRATIVE.pattern}|这里|那里|那边|那儿|这儿|这些|那些|此[处地外]|上述|前者|后者"
     r"|^(那|那么|还有|另外|此外|同时|以及|并且)|^这(?=[占是有在为比])|呢[？?。\s]*$"
 )
 # "从75秒缩减至5秒": a change states two values; a question about where it went

@@ -238,8 +238,14 @@ class QueryBuilder:
         """Put the subject where the follow-up points at it: the question, and the subject it
         was given ("" when none, or when an ellipsis took the previous question whole)."""
         m = lang.PRONOUN.search(question)
+        # "他"/"她" stand for a person: with no person among the subjects, the pronoun stays
+        # and the subject goes in front ("…马拉松她跑完全程…" still finds "冠军仅用…跑完了全程").
+        if m and re.fullmatch(lang.ONE_PERSON_, m.group()) and not any(lang.NAME_LINE.match(s) for s in subjects):
+            m = None
         if subjects and m:
             rest, word = question[m.end():], m.group()
+            if re.fullmatch(lang.ONE_PERSON_, word):
+                subjects = [s for s in subjects if lang.NAME_LINE.match(s)]
             if word in lang.GROUP_PRONOUNS:
                 # "他们" is the company or the team the previous question was about, not the
                 # place or person it was answered with.

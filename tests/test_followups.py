@@ -197,3 +197,15 @@ def test_the_next_turn_leans_on_the_reading_the_answer_took(service):
     # Had the answer been about 开年, the turn after would ask about it.
     turns[3] = Turn("assistant", "开年营收达到一亿元。")
     assert rewrite(service, *(t.content for t in turns)) == ("开年的总部在哪里？", True)
+
+
+def test_he_or_she_is_the_person_the_previous_answer_named(service):
+    """"她" stands for the person an answer named, not for the race the chat began with; with no
+    person named, the pronoun stays and the subject goes in front."""
+    assert rewrite(service, "青萝湾马拉松的冠军是谁？", "吕晓帆。获奖的选手叫吕晓帆，是一名90后。",
+                   "她跑完全程用了多长时间？") == ("吕晓帆跑完全程用了多长时间？", True)
+    text, rewritten = rewrite(service, "青萝湾马拉松是哪天开赛的？", "3月26日。青萝湾马拉松于3月26日开赛。",
+                              "她跑完全程用了多长时间？")
+    assert rewritten and text.startswith("青萝湾") and text.endswith("她跑完全程用了多长时间？")
+    # 其他 and 他人 are no pronouns.
+    assert rewrite(service, "青萝湾马拉松是哪天开赛的？", "3月26日。", "杭州综合保税区的其他企业有多少家？")[1] is False

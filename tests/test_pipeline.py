@@ -224,6 +224,8 @@ def test_an_answer_about_another_edition_or_year_conflicts(question, answer, con
     ("青萝湾区党委书记、管委会主任单立衡表示，改革要坚持问题导向。", "单立衡"),
     ("青萝村人大代表阮志远面对家乡的变化十分感慨。", "阮志远"),
     ("区委书记高度重视这项工作，要求各部门协同推进。", None),
+    ("获奖的选手叫吕晓帆，是一名90后。", "吕晓帆"),  # introduced by name
+    ("飞跃·青萝湾女子半程马拉松于5月开赛。", None),  # a brand and an event, not a foreign name
     ("总经理助理在会上介绍了情况。", None),
 ])
 def test_a_person_named_after_a_role(text, name):
