@@ -86,7 +86,7 @@ PLACE_PART = re.compile(rf"(?:{PLACES_}|区块)$")
 ASKED_KIND = re.compile(r"(?:哪[个家些位所座条种一]?|什么|多少)$")
 # What may follow the first word of a name up to its suffix ("西湖" + "科技园"): no 的, no copula,
 # no question word, no preposition, demonstrative or 说 ("吉利在钱塘新区" is no name).
-NAME_GROWTH = re.compile(r"(?:(?![的是哪谁几何在把被从向对给与和及这那各该此其说]|什么|多少)[\u4e00-\u9fffA-Za-z0-9]){0,16}?(?:区|园|港|谷|城|公司|集团|平台|基地|中心|县|市|镇)")
+NAME_GROWTH = re.compile(r"(?:(?![的是哪谁几何在把被从向对给与和及这那各该此其说为]|什么|多少)[\u4e00-\u9fffA-Za-z0-9]){0,16}?(?:区|园|港|谷|城|公司|集团|平台|基地|中心|县|市|镇)")
 # What is left of a name without its suffix must name something: "有限公司" alone does not.
 GENERIC_STEM = re.compile(r"^(?:股份)?有限$|^股份$|^[^\u4e00-\u9fff]*$")
 NUMERIC = re.compile(r"[\d一二三四五六七八九十百千万亿两]")
