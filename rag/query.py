@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -406,7 +406,8 @@ class QueryBuilder:
     def readings(self, turns: Sequence[Turn]) -> list[Query]:
         """The ways to read the last turn: as :meth:`from_turns`, and, when it does not look like
         a follow-up but has history, also as one ("去年营收达到了多少？" names a word of its own
-        yet asks about the company before). The judge's probability chooses between them.
+        yet asks about the company before); a short turn asking how it was before ("原来需要多
+        久？") also as the previous question asked again. The judge's probability chooses.
 
         Raises: as :meth:`from_turns`.
         """
@@ -418,7 +419,19 @@ class QueryBuilder:
             other = self._read(question, history, force=True)
             if other.rewritten:
                 readings.append(other)
+        elif history is not None and first.given and self._asks_again(question):
+            # A short turn that names nothing may ask the previous question again of another
+            # time or part ("原来需要多久？" after "…压缩到了多久？"): read as that question too.
+            previous = history[0].text
+            piece = lang.ELLIPSIS_EDGES.sub("", question).strip()
+            readings.append(replace(first, text=f"{piece}，{previous}", given=""))
         return [self._query(typed, r) for r in readings]
+
+    def _asks_again(self, question: str) -> bool:
+        """A short turn that names nothing and asks how it was before (原来, 之前, 以前)."""
+        piece = lang.ELLIPSIS_EDGES.sub("", question).strip()
+        return (len(piece) <= 8 and bool(lang.ASKS_FROM.search(piece)) and not self.mentions_name(piece)
+                and not lang.PRONOUN.search(question))
 
     def _normalise(self, turns: Sequence[Turn]) -> tuple[NormalizedQuestion, list[Turn]]:
         if not turns:

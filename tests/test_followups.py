@@ -210,3 +210,15 @@ def test_he_or_she_is_the_person_the_previous_answer_named(service):
     assert rewritten and text.startswith("青萝湾") and text.endswith("她跑完全程用了多长时间？")
     # 其他 and 他人 are no pronouns.
     assert rewrite(service, "青萝湾马拉松是哪天开赛的？", "3月26日。", "杭州综合保税区的其他企业有多少家？")[1] is False
+
+
+def test_a_turn_asking_how_it_was_before_is_also_read_as_the_previous_question(service):
+    """"原来需要多久？" after "…压缩到了多久？" asks the previous question of the time before the
+    change: it is read that way too, and the judge's surer answer is given."""
+    turns = [Turn("user", "青萝湾把审批时限压缩到了多久？"), Turn("assistant", "3个月。青萝湾把审批时限从12个月压缩至3个月。"),
+             Turn("user", "原来需要多久？")]
+    readings = [q.text for q in service.require().pipeline.queries.readings(turns)]
+    assert len(readings) == 2 and readings[1] == "原来需要多久，青萝湾把审批时限压缩到了多久？"
+    # A turn that asks another attribute is not read as the previous question.
+    turns[-1] = Turn("user", "规划面积有多大？")
+    assert len(service.require().pipeline.queries.readings(turns)) == 1
