@@ -471,7 +471,7 @@ ASKS_COMPANY = re.compile(r"哪一?家|(?:哪[个些]|什么)(?:企业|公司|�
 # A company's full name, which jieba splits: "时空节拍(杭州)科技有限公司", "某某（中国）投资有限公司".
 # It starts after a function word or punctuation and may hold a bracketed place.
 COMPANY_NAME = re.compile(
-    r"[^的了把在为到将于对和与由向从是有以被给及说，。、；：“”‘’《》,;:\s（）()]{2,14}?"
+    r"[^的了把在为到将于对和与由向从是有以被给及说哪这那该其各每此某，。、；：“”‘’《》,;:\s（）()]{2,14}?"
     r"(?:\s*[（(]\s*[\u4e00-\u9fff]{1,6}\s*[）)]\s*[\u4e00-\u9fff]{0,10}?)?(?:股份有限公司|有限责任公司|有限公司|集团)"
 )
 GENERIC_STEM_END = re.compile(r"有限$|股份$")

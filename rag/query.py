@@ -140,10 +140,15 @@ class QueryBuilder:
         text = normalize_width(question).lower()
         spans = self._word_spans(question)
         source = question if len(question) == len(text) else text
+        # A company's full name is the subject, whatever words jieba splits it into
+        # ("中日龙电器制品（杭州）有限公司": 中日 and 龙 are no names to it).
+        company = lang.COMPANY_NAME.search(source)
         for n, (start, word) in enumerate(spans):
             # The word a question word asks about ("在哪个城市举办") is the kind asked, not the subject.
             if not self._name_like(word) or lang.ASKED_KIND.search(text[:start]):
                 continue
+            if company and company.start() <= start:
+                return company.group().strip()
             end = self._grow(text, spans[n + 1 :], start, start + len(word))
             # Not across 的 ("西湖科技园的核心区" is a part of the subject, not its name).
             m = re.match(lang.NAME_GROWTH, text[end:])
@@ -167,7 +172,7 @@ class QueryBuilder:
                 if inner and text[end + 1 :].startswith(normalize_width(inner).lower()) and not lang.PLACE_PART.search(inner):
                     return inner
             return source[start:end]
-        return None
+        return company.group().strip() if company else None
 
     def _grow(self, text: str, spans: Sequence[tuple[int, str]], start: int, end: int,
               after_suffix: bool = False) -> int:

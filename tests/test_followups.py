@@ -222,3 +222,15 @@ def test_a_turn_asking_how_it_was_before_is_also_read_as_the_previous_question(s
     # A turn that asks another attribute is not read as the previous question.
     turns[-1] = Turn("user", "规划面积有多大？")
     assert len(service.require().pipeline.queries.readings(turns)) == 1
+
+
+@pytest.mark.parametrize(("question", "subject"), [
+    ("鹰眼电器制品（杭州）有限公司是哪一年成立的？", "鹰眼电器制品（杭州）有限公司"),  # jieba splits it
+    ("青萝湾区的鹰眼(杭州)科技有限公司有多少员工？", "鹰眼(杭州)科技有限公司"),  # a place's own
+])
+def test_a_companys_full_name_is_the_subject(service, question, subject):
+    assert service.require().pipeline.queries.topic(question) == subject
+
+
+def test_a_question_word_before_a_company_kind_names_no_company(service):
+    assert "哪个" not in (service.require().pipeline.queries.topic("这家公司隶属于哪个集团？") or "")
