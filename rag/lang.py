@@ -253,7 +253,8 @@ FOLLOW_UP = re.compile(
 )
 # "从75秒缩减至5秒": a change states two values; a question about where it went
 # ("缩短到几秒", "降至多少") asks for the second, one about where it started ("从多少") the first.
-CHANGE_TO = re.compile(r"[^，。；,;]{0,8}?(?:至|到|为|成)\s*")
+CHANGE_FROM = re.compile(r"从(?:原来|原先|之前|以前)?的?\s*$")  # right before the value it changed from
+CHANGE_TO = re.compile(rf"[^，。；,;]{{0,8}}?(?:至|到|为|成|[升涨增降减](?=\s*[{NUMERALS_}]))\s*")
 ASKS_FROM = re.compile(r"从|原来|原先|原本|之前|以前|[成造设革建]前")
 # Openers and closers an elliptical follow-up wraps its new piece in ("那市级的呢？").
 # A word that opens a follow-up ("那…", "还有…"), and the edges of an ellipsis ("那…的呢？").

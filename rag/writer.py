@@ -197,9 +197,9 @@ class ExtractiveWriter:
                     m = None if counted else self._only_value(sentence, pattern, lang.value_check(question))
                     if m is None:
                         return None
-            # "从75秒缩减至5秒" answers "缩短到几秒" with the value it changed to.
+            # "从75秒缩减至5秒" (or "从原来的5%直升50%") answers "缩短到几秒" with the value it changed to.
             to = lang.CHANGE_TO.match(sentence, m.end())
-            if to and not lang.ASKS_FROM.search(question) and sentence[m.start() - 1 : m.start()] == "从":
+            if to and not lang.ASKS_FROM.search(question) and lang.CHANGE_FROM.search(sentence, 0, m.start()):
                 second = pattern.match(sentence, to.end())
                 if second:
                     m = second

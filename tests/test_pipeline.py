@@ -61,6 +61,16 @@ def test_a_value_before_what_it_measures_leads_when_it_is_the_only_one_of_its_ki
     assert pipe.writer.lead(query, "以3.2平方公里为核心、5平方公里为拓展，青萝湾产业园将建设研发总部区。") is None
 
 
+@pytest.mark.parametrize(("question", "lead"), [
+    ("青萝湾公司的内销占比升到了多少？", "40%"),  # where it went
+    ("青萝湾公司的内销占比原来是多少？", "8%"),  # where it started
+])
+def test_a_change_leads_with_the_value_asked_however_it_is_worded(service, question, lead):
+    pipe = service.require().pipeline
+    sentence = "试点以来，青萝湾公司的内销占比从原来的8%直升40%。"
+    assert pipe.writer.lead(pipe.queries.from_text(question), sentence) == lead
+
+
 @pytest.mark.parametrize(
     ("question", "lead"),
     [
