@@ -171,7 +171,7 @@ def test_gold_and_chat_do_not_share_ids(gold, chats):
 
 DATA = ROOT / "rag" / "data"
 HAND_WRITTEN = ("reader_questions.jsonl", "extra_questions.jsonl", "extra_unanswerable.jsonl", "extra_chats.jsonl",
-                "judge_questions.jsonl", "judge_chats.jsonl", "calibration.jsonl")
+                "extra_chats_2.jsonl", "judge_questions.jsonl", "judge_chats.jsonl", "calibration.jsonl")
 
 
 def hand_written_questions(name: str) -> list[str]:
@@ -187,7 +187,7 @@ def test_hand_written_sets_share_no_question_with_the_gold_files(name):
     assert not set(hand_written_questions(name)) & gold
 
 
-@pytest.mark.parametrize("name", ["extra_chats.jsonl", "judge_chats.jsonl"])
+@pytest.mark.parametrize("name", ["extra_chats.jsonl", "extra_chats_2.jsonl", "judge_chats.jsonl"])
 def test_hand_written_dialogues_are_grounded_in_their_source(name):
     """Evidence may run across a wrapped line of the PDF text: it is found with whitespace removed."""
     for obj in raw_objects(DATA / name):
