@@ -280,8 +280,11 @@ class QueryBuilder:
         if rest and (own := self.topic(rest)) and rest.startswith(own):
             # "那大创小镇重点发展什么？" names its own subject: 那 only moves the talk on to it.
             return rest, ""
-        if subjects and match_key(subjects[0]) not in match_key(question):
-            return f"{subjects[0]}{question}", subjects[0]
+        # The likeliest subject the turn does not name itself ("占全区规上工业总产值的比重…" after
+        # a turn about 路桥经济开发区's 规上工业总产值 names the figure, not the zone).
+        subject = next((s for s in subjects if match_key(s) not in match_key(question)), "")
+        if subject:
+            return f"{subject}{question}", subject
         return question, ""
 
     def _swap(self, previous: str, piece: str) -> str | None:
@@ -315,8 +318,10 @@ class QueryBuilder:
                 return f"{owner}的{previous[at:]}"
             start = asked.start() - (previous[asked.start() - 1 : asked.start()] in "是有为约达")
             return piece + previous[start:]
-        if self.mentions_name(piece):
+        if self._names_one(piece):
             # "那大华呢？" after "…海康威视负责什么？": the name takes the place of the last name.
+            # (Not an attribute with a word jieba does not know: "规上工业总产值呢？" asks the
+            # same subject for another figure.)
             names = [n for n, (_, word) in enumerate(spans) if self._name_like(word)]
             if names:
                 # The whole name, when it runs over several words ("海康" + "威视").
@@ -326,6 +331,11 @@ class QueryBuilder:
                 end = spans[last][0] + len(spans[last][1])
                 return previous[: spans[first][0]] + piece + previous[end:]
         return None
+
+    def _names_one(self, piece: str) -> bool:
+        """Is ``piece`` as a whole a name: a corpus or proper-noun word, or it ends like one?"""
+        return (self.tokenizer.is_name(piece) or bool(lang.NAME_SUFFIX.search(piece))
+                or lang.COMPANY_NAME.fullmatch(piece) is not None)
 
     def _word_spans(self, text: str) -> list[tuple[int, str]]:
         """The whole words of ``text`` (as :meth:`Tokenizer.terms`) with where each starts."""

@@ -234,3 +234,16 @@ def test_a_companys_full_name_is_the_subject(service, question, subject):
 
 def test_a_question_word_before_a_company_kind_names_no_company(service):
     assert "哪个" not in (service.require().pipeline.queries.topic("这家公司隶属于哪个集团？") or "")
+
+
+def test_an_ellipsis_naming_another_figure_keeps_the_subject(service):
+    """"规上工业总产值呢？" asks the same zone for another figure: jieba not knowing 规上 does not
+    make the figure a name that takes the zone's place. The turn after still has the zone to
+    lean on, though it names a figure of its own."""
+    first, answer = "青萝湾开发区去年完成固定资产投资多少？", "36.5亿元。去年，青萝湾开发区完成固定资产投资36.5亿元。"
+    assert rewrite(service, first, answer, "规上工业总产值呢？") == (
+        "规上工业总产值，青萝湾开发区去年完成固定资产投资多少？", True)
+    turns = [Turn("user", first), Turn("assistant", answer), Turn("user", "规上工业总产值呢？"),
+             Turn("assistant", "600亿元。"), Turn("user", "占全区规上工业总产值的比重是多少？")]
+    readings = [q.text for q in service.require().pipeline.queries.readings(turns)]
+    assert readings[-1] == "青萝湾开发区占全区规上工业总产值的比重是多少？"
