@@ -290,14 +290,13 @@ class Judge:
         return max(missing, default=0.0) / top
 
     def _names_something(self, text: str) -> bool:
-        tok = self.data.tokenizer
-        return any(lang.name_like(word, tok) for word, _ in tok.terms(text))
+        return lang.mentions_name(text, self.data.tokenizer)
 
     def _zone_miss(self, question: str, passage: str) -> bool:
         # Only a place-like name counts: "进入开发区…" names no zone.
-        names = {n for n in lang.zone_names(normalize_width(question)) if self.data.tokenizer.is_proper(n)}
-        passage = normalize_width(passage)
-        return bool(names) and not any(lang.zone_named(n, normalize_width(question), passage) for n in names)
+        question, passage = normalize_width(question), normalize_width(passage)
+        names = {n for n in lang.zone_names(question) if self.data.tokenizer.is_proper(n)}
+        return bool(names) and not any(lang.zone_named(n, question, passage) for n in names)
 
     def unknown_place(self, query: Query) -> str | None:
         """A county or development zone the question names that the sources never mention, if any.

@@ -111,10 +111,10 @@ SURNAMES = (
 PERSON = re.compile(
     rf"(?:{ROLES})\s*([{SURNAMES}][\u4e00-\u9fff]{{1,2}}?)(?=[，,。、说表介认指坦告：:（(看也及等和在用对带建面要将为就把向曾还都已亲强称透]|$)"
     rf"|([{SURNAMES}][\u4e00-\u9fff]{{1,2}})(?=说|表示|介绍|认为|指出|坦言|告诉)"
-    # Introduced by name: "夺冠的选手叫潘红，…".
+    # Introduced by name: "获奖的选手叫某某，…".
     rf"|(?<=叫)([{SURNAMES}][\u4e00-\u9fff]{{1,2}}?)(?=[，,。、；])"
     # A foreign name, its parts joined by a middle dot, ends where the text moves on: not
-    # "李宁·杭州钱塘女子半程马拉松" (a brand and an event).
+    # "飞跃·某某女子半程马拉松" (a brand and an event).
     r"|([\u4e00-\u9fff]{1,5}·[\u4e00-\u9fff]{1,8})(?![\u4e00-\u9fff])"
     # A person card (see person_cards): the name on its line, then the organisation and title.
     # The name may end a heading it was glued to when the article was cleaned (…更足了郎秋蕾).
@@ -145,7 +145,7 @@ ASKS_WHERE = re.compile(rf"哪里|哪儿|{ASKS_LOCATION.pattern}")
 WHERE = re.compile(r"([\u4e00-\u9fffA-Za-z0-9]{2,16})在哪(?:里|儿)")
 PLACE_VERB = "位于"  # how the articles most often say where a thing is
 NUMERALS = "0-9一二三四五六七八九十百千万亿两半"
-# A day (a numeral before 号 alone may be a name: "一号改革工程", "3号楼".)
+# A day (a numeral before 号 alone may be a name: "一号工程", "3号楼".)
 HAS_DAY = re.compile(r"\d{1,2}\s*日|月\s*(?:\d{1,2}|[一二三四五六七八九十]{1,3})\s*[日号]")
 HAS_DATE = re.compile(r"\d{4}\s*年|\d{1,2}\s*月|\d{1,2}\s*日|今年|去年|明年|年底|年初|上半年|下半年|季度")
 HAS_REASON = re.compile(r"因为|由于|原因|为了|所以|因此|从而|得益于|导致|使得|以便")
@@ -237,7 +237,7 @@ KIND_ENDINGS = {
 # Pronouns for a group of people: a company or a team, never a place.
 GROUP_PRONOUNS = ("他们", "她们")
 # "钱塘新区的“投资之家”": a quoted name after 的 is the thing named, the words before it where it is.
-# A name's bracketed part: the district of a zone ("高新区（滨江）"), a country ("中国（波兰）…").
+# A name's bracketed part: the district of a zone ("某某高新区（东湖）"), a country ("中国（波兰）…").
 NAME_BRACKET = re.compile(r"[（(][\u4e00-\u9fffA-Za-z·・]{1,8}[）)]")
 QUOTED_HEAD = re.compile(r"的[“\"「]([^”\"」]{2,16})[”\"」]")
 # Pronouns and demonstratives that stand for the subject of the previous turn.
@@ -299,6 +299,11 @@ def name_like(word: str, tokenizer: Tokenizer) -> bool:
     corpus word, a proper noun or a word jieba does not know (not "推进", "打造")."""
     return (len(word) >= 2 and not NUMERIC.search(word) and not PRONOUN.search(word)
             and (tokenizer.is_name(word) or tokenizer.place_like(word)))
+
+
+def mentions_name(text: str, tokenizer: Tokenizer) -> bool:
+    """Does ``text`` hold a word that could name something (:func:`name_like`)?"""
+    return any(name_like(word, tokenizer) for word, _ in tokenizer.terms(text))
 
 
 def asks_place(question: str, is_name: Callable[[str], bool]) -> bool:
@@ -451,8 +456,8 @@ def zone_names(text: str) -> set[str]:
 
 def zone_named(name: str, question: str, passage: str) -> bool:
     """Does ``passage`` name the zone ``question`` calls ``name`` (a :func:`zone_names` stem)? By
-    that name, or by the district bracketed after it ("杭州高新区（滨江）" is "高新区(滨江)" and
-    "滨江高新区")."""
+    that name, or by the district bracketed after it ("青萝高新区（东湖）" is "高新区(东湖)" and
+    "东湖高新区")."""
     if name in passage:
         return True
     m = re.search(rf"{re.escape(name)}{ZONE.pattern}\s*[（(]([^）)]{{2,8}})[）)]", question)
@@ -467,12 +472,14 @@ KIND_NAME = re.compile(
 )
 # What cannot open a name's stem: a demonstrative or quantifier ("该中心", "各街道").
 NOT_NAME_STEM = re.compile(r"^[这那该本各全每此其某一]")
-NOT_IN_NAME = re.compile(r"[的了把在为到将于对和与由向从是有以被给及说个]|哪|什么|几|多少")
+# Function words no name runs over (prepositions, particles, the copula, 说).
+FUNCTION_CHARS_ = "的了把在为到将于对和与由向从是有以被给及说"
+NOT_IN_NAME = re.compile(rf"[{FUNCTION_CHARS_}个]|哪|什么|几|多少")
 ASKS_COMPANY = re.compile(r"哪一?家|(?:哪[个些]|什么)(?:企业|公司|集团)")
-# A company's full name, which jieba splits: "时空节拍(杭州)科技有限公司", "某某（中国）投资有限公司".
+# A company's full name, which jieba splits: "鹰眼(杭州)科技有限公司", "某某（中国）投资有限公司".
 # It starts after a function word or punctuation and may hold a bracketed place.
 COMPANY_NAME = re.compile(
-    r"[^的了把在为到将于对和与由向从是有以被给及说哪这那该其各每此某，。、；：“”‘’《》,;:\s（）()]{2,14}?"
+    rf"[^{FUNCTION_CHARS_}哪这那该其各每此某，。、；：“”‘’《》,;:\s（）()]{{2,14}}?"
     r"(?:\s*[（(]\s*[\u4e00-\u9fff]{1,6}\s*[）)]\s*[\u4e00-\u9fff]{0,10}?)?(?:股份有限公司|有限责任公司|有限公司|集团)"
 )
 GENERIC_STEM_END = re.compile(r"有限$|股份$")
@@ -480,17 +487,17 @@ GENERIC_STEM_END = re.compile(r"有限$|股份$")
 
 def names_a_rival(question: str, sentence: str, is_name: Callable[[str], bool] = lambda _: True) -> bool:
     """The sentence names something of a kind the question names (a 街道, a 馆, a 公司…),
-    but another one, and not the one asked about. ``is_name`` tells a rival's stem ("路桥经济")
-    from other words before the kind ("推进新区", "不断扩大社区"); the question's own may be a
+    but another one, and not the one asked about. ``is_name`` tells a rival's stem ("白沙经济")
+    from other words before the kind ("推进开发区", "不断扩大社区"); the question's own may be a
     common word (游泳馆)."""
-    def named(text: str, is_name: Callable[[str], bool] = lambda _: True) -> list[tuple[str, str]]:
+    def named(text: str, check: Callable[[str], bool] = lambda _: True) -> list[tuple[str, str]]:
         out = []
         for m in KIND_NAME.finditer(text):
             # A name does not run over a function word or a question word ("落户在钱塘新区" names
             # 钱塘新区, "哪个工业园区" none), nor is "某某科技有限公司" told apart by "科技有限".
             stem = NOT_IN_NAME.split(m.group(1))[-1]
             if (len(stem) >= 2 and not NOT_NAME_STEM.search(stem) and not GENERIC_STEM_END.search(stem)
-                    and is_name(stem)):
+                    and check(stem)):
                 out.append((stem, m.group(2)))
         return out
 

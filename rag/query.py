@@ -124,8 +124,7 @@ class QueryBuilder:
         """Does ``text`` name something of its own: a corpus word, a proper noun or a word jieba
         does not know? A chat turn that names nothing ("涉及金额有多少？") asks about what the
         turns before it named."""
-        tok = self.tokenizer
-        return any(self._name_like(w) for w, _ in tok.terms(text))
+        return lang.mentions_name(text, self.tokenizer)
 
     def _name_like(self, word: str) -> bool:
         return lang.name_like(word, self.tokenizer)
@@ -141,7 +140,7 @@ class QueryBuilder:
         spans = self._word_spans(question)
         source = question if len(question) == len(text) else text
         # A company's full name is the subject, whatever words jieba splits it into
-        # ("中日龙电器制品（杭州）有限公司": 中日 and 龙 are no names to it).
+        # ("某某电器制品（杭州）有限公司": jieba may take none of its words for a name).
         company = lang.COMPANY_NAME.search(source)
         for n, (start, word) in enumerate(spans):
             # The word a question word asks about ("在哪个城市举办") is the kind asked, not the subject.
@@ -154,7 +153,7 @@ class QueryBuilder:
             m = re.match(lang.NAME_GROWTH, text[end:])
             if m:
                 end += m.end()
-            # A bracketed part belongs to the name ("杭州高新区（滨江）", "中国（波兰）国际…").
+            # A bracketed part belongs to the name ("某某高新区（东湖）", "中国（波兰）国际…").
             m = lang.NAME_BRACKET.match(text[end:])
             if m:
                 end = self._grow(text, spans[n + 1 :], start, end + m.end(), after_suffix=True)
@@ -211,8 +210,9 @@ class QueryBuilder:
         answer = next((t.content for t in turns[last + 1 : -1] if t.role == "assistant"), "")
         if earlier is not None and not previous.rewritten and answer and not answer.startswith(lang.NON_ANSWERS):
             # A turn that named a word of its own may have been answered as a follow-up
-            # (:meth:`readings`): "从开天猫旗舰店到…" names 开天 (a jieba word) yet was answered
-            # about 花西子. The answer tells which reading it took: the one whose subject it names.
+            # (:meth:`readings`): "开年营收达到了多少？" names 开年 (a jieba word) yet may have
+            # been answered about the company before. The answer tells which reading it took: the
+            # one whose subject it names.
             forced = self._read(asked, earlier, force=True)
             own = self.topic(asked)
             if (forced.rewritten and forced.given and match_key(forced.given) in match_key(answer)
@@ -243,14 +243,14 @@ class QueryBuilder:
         """Put the subject where the follow-up points at it: the question, and the subject it
         was given ("" when none, or when an ellipsis took the previous question whole)."""
         m = lang.PRONOUN.search(question)
-        # "他"/"她" stand for a person: with no person among the subjects, the pronoun stays
-        # and the subject goes in front ("…马拉松她跑完全程…" still finds "冠军仅用…跑完了全程").
-        if m and re.fullmatch(lang.ONE_PERSON_, m.group()) and not any(lang.NAME_LINE.match(s) for s in subjects):
-            m = None
+        if m and re.fullmatch(lang.ONE_PERSON_, m.group()):
+            # "他"/"她" stand for a person: with no person among the subjects, the pronoun stays
+            # and the subject goes in front ("…马拉松她跑完全程…" still finds the sentence on
+            # the runner's time).
+            people = [s for s in subjects if lang.NAME_LINE.match(s)]
+            subjects, m = (people, m) if people else (subjects, None)
         if subjects and m:
             rest, word = question[m.end():], m.group()
-            if re.fullmatch(lang.ONE_PERSON_, word):
-                subjects = [s for s in subjects if lang.NAME_LINE.match(s)]
             if word in lang.GROUP_PRONOUNS:
                 # "他们" is the company or the team the previous question was about, not the
                 # place or person it was answered with.
@@ -281,7 +281,7 @@ class QueryBuilder:
             # "那大创小镇重点发展什么？" names its own subject: 那 only moves the talk on to it.
             return rest, ""
         # The likeliest subject the turn does not name itself ("占全区规上工业总产值的比重…" after
-        # a turn about 路桥经济开发区's 规上工业总产值 names the figure, not the zone).
+        # a turn about a zone's 规上工业总产值 names the figure, not the zone).
         subject = next((s for s in subjects if match_key(s) not in match_key(question)), "")
         if subject:
             return f"{subject}{question}", subject
@@ -434,19 +434,19 @@ class QueryBuilder:
             other = self._read(question, history, force=True)
             if other.rewritten:
                 readings.append(other)
-        elif history is not None and first.given and self._asks_again(question):
+        elif history is not None and first.given and (piece := self._asked_again(question)):
             # A short turn that names nothing may ask the previous question again of another
             # time or part ("原来需要多久？" after "…压缩到了多久？"): read as that question too.
-            previous = history[0].text
-            piece = lang.ELLIPSIS_EDGES.sub("", question).strip()
-            readings.append(replace(first, text=f"{piece}，{previous}", given=""))
+            readings.append(replace(first, text=f"{piece}，{history[0].text}", given=""))
         return [self._query(typed, r) for r in readings]
 
-    def _asks_again(self, question: str) -> bool:
-        """A short turn that names nothing and asks how it was before (原来, 之前, 以前)."""
+    def _asked_again(self, question: str) -> str:
+        """What a short turn that names nothing and asks how it was before (原来, 之前, 以前)
+        asks, without its edges; "" for any other turn."""
         piece = lang.ELLIPSIS_EDGES.sub("", question).strip()
-        return (len(piece) <= 8 and bool(lang.ASKS_FROM.search(piece)) and not self.mentions_name(piece)
+        asks = (len(piece) <= 8 and bool(lang.ASKS_FROM.search(piece)) and not self.mentions_name(piece)
                 and not lang.PRONOUN.search(question))
+        return piece if asks else ""
 
     def _normalise(self, turns: Sequence[Turn]) -> tuple[NormalizedQuestion, list[Turn]]:
         if not turns:

@@ -197,7 +197,7 @@ class ExtractiveWriter:
                     m = None if counted else self._only_value(sentence, pattern, lang.value_check(question))
                     if m is None:
                         return None
-            # "从75秒缩减至5秒" (or "从原来的5%直升50%") answers "缩短到几秒" with the value it changed to.
+            # "从75秒缩减至5秒" (or "从原来的8%直升40%") answers "缩短到几秒" with the value it changed to.
             to = lang.CHANGE_TO.match(sentence, m.end())
             if to and not lang.ASKS_FROM.search(question) and lang.CHANGE_FROM.search(sentence, 0, m.start()):
                 second = pattern.match(sentence, to.end())
@@ -240,7 +240,7 @@ class ExtractiveWriter:
                 continue
             stem = lang.NAME_SUFFIX.sub("", word)
             # A name holds a name-like word ("科技有限公司", "产业平台" name nothing).
-            if lang.GENERIC_STEM.search(stem) or not any(lang.name_like(w, tok) for w, _ in tok.terms(stem)):
+            if lang.GENERIC_STEM.search(stem) or not lang.mentions_name(stem, tok):
                 continue
             if match_key(word) in asked or any(p in word for p in pieces):
                 continue
