@@ -98,6 +98,7 @@ ROLES = (
     "党工委书记|副书记|书记|副主任|主任|校长|院长|所长|董事长|总经理|副总经理|经理|总裁|创始人|创办人|负责人|局长|区长|"
     "市长|县长|镇长|主席|秘书长|院士|教授|研究员|委员|代表|总监|总工程师|首席执行官|CEO"
 )
+ROLE_WORD = re.compile(ROLES)
 ASKS_PERSON = re.compile(rf"谁|哪位|(?:{ROLES})(?:是|叫|的名字|姓)")
 # Asks for the person holding a role ("董事长是谁"): only a person's name answers. A bare 谁
 # ("由谁来担任", "找谁") may be answered by an agent that is no person ("委领导", "管理办公室").
@@ -109,13 +110,14 @@ SURNAMES = (
     "施管傅喻蒲鲁柏童庞詹纪柯祝洪殷郁岳翁甘焦舒聂耿裴凌樊阮柴郎盛俞季毕温倪苗祁尤卜艾单"
 )
 PERSON = re.compile(
-    rf"(?:{ROLES})\s*([{SURNAMES}][\u4e00-\u9fff]{{1,2}}?)(?=[，,。、说表介认指坦告：:（(看也及等和在用对带建面要将为就把向曾还都已亲强称透]|$)"
-    rf"|([{SURNAMES}][\u4e00-\u9fff]{{1,2}})(?=说|表示|介绍|认为|指出|坦言|告诉)"
+    rf"(?:{ROLES})\s*([{SURNAMES}][\u4e00-\u9fff]{{1,2}}?)(?=[，,。、说表介认指坦告：:（(看也及等和与在用对带建面要将为就把向曾还都已亲强称透]|$)"
+    # Before a verb of saying, with or without the role between ("某某董事长说").
+    rf"|([{SURNAMES}][\u4e00-\u9fff]{{1,2}}?)(?:{ROLES})?(?=说|表示|介绍|认为|指出|坦言|告诉)"
     # Introduced by name: "获奖的选手叫某某，…".
     rf"|(?<=叫)([{SURNAMES}][\u4e00-\u9fff]{{1,2}}?)(?=[，,。、；])"
     # A foreign name, its parts joined by a middle dot, ends where the text moves on: not
-    # "飞跃·某某女子半程马拉松" (a brand and an event).
-    r"|([\u4e00-\u9fff]{1,5}·[\u4e00-\u9fff]{1,8})(?![\u4e00-\u9fff])"
+    # "飞跃·某某女子半程马拉松" (a brand and an event), nor a quoted title ("“某某论坛·春季”").
+    r"|([\u4e00-\u9fff]{1,5}·[\u4e00-\u9fff]{1,8})(?![\u4e00-\u9fff”\"」』’])"
     # A person card (see person_cards): the name on its line, then the organisation and title.
     # The name may end a heading it was glued to when the article was cleaned (…更足了郎秋蕾).
     rf"|(?<![{SURNAMES}])([{SURNAMES}][\u4e00-\u9fff]{{1,2}})\n(?=[^。！？；]{{0,40}}(?:{ROLES}))"
@@ -369,10 +371,15 @@ def lacks_value(check: ValueCheck | None, text: str) -> bool:
     return not check.pattern.search(DATE_VALUE.sub("", text) if check.strip_dates else text)
 
 
-def person(text: str) -> str | None:
-    """The first person's name the text gives after a role or before a verb of saying."""
-    m = PERSON.search(text)
-    return next((g for g in m.groups() if g), None) if m else None
+def person(text: str, question: str = "") -> str | None:
+    """The first person's name the text gives after a role or before a verb of saying, other
+    than one the question names (who went with 某某 is not 某某)."""
+    for m in PERSON.finditer(text):
+        name = next(g for g in m.groups() if g)
+        # A role that starts with a surname's character ("董事长说") is nobody's name.
+        if name not in question and not ROLE_WORD.fullmatch(name):
+            return name
+    return None
 
 
 def person_cards(lines: Sequence[str]) -> list[range]:
@@ -433,7 +440,7 @@ def person_missing(question: str, text: str) -> bool:
     role asked), and for a bare 谁 no agent either."""
     if not ASKS_PERSON.search(question):
         return False
-    if person(text) is not None and not deputy_only(question, text):
+    if person(text, question) is not None and not deputy_only(question, text):
         return False
     return bool(ASKS_ROLE_HOLDER.search(question)) or not AGENT.search(text)
 

@@ -208,7 +208,7 @@ class ExtractiveWriter:
             return None if lang.lacks_value(lang.value_check(question), value) else value
         if lang.ASKS_PERSON.search(question):
             # A deputy's name does not answer for the role asked (副总经理 for 总经理).
-            return None if lang.deputy_only(question, sentence) else lang.person(sentence)
+            return None if lang.deputy_only(question, sentence) else lang.person(sentence, question)
         if lang.ASKS_ENTITY.search(question):
             return self._lead_name(query, sentence)
         return None

@@ -237,9 +237,22 @@ def test_an_answer_about_another_edition_or_year_conflicts(question, answer, con
     ("获奖的选手叫吕晓帆，是一名90后。", "吕晓帆"),  # introduced by name
     ("飞跃·青萝湾女子半程马拉松于5月开赛。", None),  # a brand and an event, not a foreign name
     ("总经理助理在会上介绍了情况。", None),
+    ("青萝湾区委书记倪远航与企业家代表座谈。", "倪远航"),  # 与 goes on with the sentence
+    ("倪远航董事长说，订单已经排到明年。", "倪远航"),  # the role between name and verb of saying
+    ("董事长说，订单已经排到明年。", None),  # 董 is a surname, 董事长 no name
+    ("首场“青萝湾倾听·暖企夜话”恳谈会开幕。", None),  # a quoted title, not a foreign name
 ])
 def test_a_person_named_after_a_role(text, name):
     assert lang.person(text) == name
+
+
+def test_who_is_not_answered_by_the_person_the_question_names():
+    text = "3月，管委会副主任柯晓岚带队赴外地调研，园区处长倪远航一同参加。"
+    assert lang.person(text) == "柯晓岚"
+    assert lang.person(text, "柯晓岚带队调研时有谁同行？") is None  # 处长 is no role of ROLES
+    assert lang.person("副主任柯晓岚带队，总经理倪远航也一同参加。", "柯晓岚带队调研时有谁同行？") == "倪远航"
+    assert lang.person_missing("柯晓岚带队调研时有谁同行？", text) is False  # a bare 谁: 管委会 is an agent
+    assert lang.person_missing("柯晓岚带队时，同行的总经理是谁？", "副主任柯晓岚带队调研。") is True
 
 
 def test_value_is_followed_by_the_sentence_stating_it(service):
