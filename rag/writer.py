@@ -80,6 +80,12 @@ def closest_passages(hits: Sequence[Hit], n: int = 3, chars: int = 80) -> list[s
     return out
 
 
+def trim_check(question: str) -> lang.ValueCheck | None:
+    """What a trimmed text must keep: the clause with the value asked, or for a list question the
+    one listing ("包括哪些": the clause naming the members, not the one naming the list)."""
+    return lang.value_check(question) or lang.list_check(question)
+
+
 class ExtractiveWriter:
     """Writes the answer from the cited sentences themselves (no generation)."""
 
@@ -119,7 +125,7 @@ class ExtractiveWriter:
             shares.append(min(len(text), left - MARKER_ROOM))
             left -= shares[-1] + MARKER_ROOM
         groups, texts = groups[: len(shares)], texts[: len(shares)]
-        check = lang.value_check(query.text)
+        check = trim_check(query.text)
         for n, ((span, item), text, share) in enumerate(zip(groups, texts, shares, strict=True), start=1):
             first, last = span[0], span[-1]
             parts.append(f"{self._trim(text, query, share, check)}[{n}]")
@@ -266,7 +272,8 @@ class ExtractiveWriter:
 
     def _trim(self, text: str, query: Query, limit: int, check: lang.ValueCheck | None = None) -> str:
         """Shorten a long passage to its clauses that carry the question's words and, when the
-        question asks for a value (``check``, :func:`lang.value_check`), the value."""
+        question asks for a value or a list (``check``: :func:`lang.value_check`,
+        :func:`lang.list_check`), the value or the listing."""
         if len(text) <= limit:
             return text
         if limit < 3:  # no room for any of it (a tiny budget after a long lead)

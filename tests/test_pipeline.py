@@ -316,6 +316,35 @@ def test_a_third_sentence_is_cited_only_in_the_room_the_first_two_leave(service)
     assert full.text == two.text
 
 
+def test_a_sentence_elsewhere_four_fifths_as_good_as_the_best_is_cited_too(service):
+    from dataclasses import replace
+
+    pipe = service.require().pipeline
+    query = pipe.queries.from_text("杭州医药港有多少家生物医药企业？")
+    candidates = pipe.reader.read(query, pipe.retrieve(query, pipe.answer_passages))
+    best = candidates[0]
+    other = next(c for c in candidates if c.sentence.doc_id != best.sentence.doc_id)
+    for share, cited in ((0.82, True), (0.78, False)):
+        picked = pipe.reader.pick([replace(best, score=1.0), replace(other, score=share)])
+        assert (len(picked) == 2) is cited
+
+
+def test_trimming_keeps_the_listing_clause_of_a_list_question(service):
+    from rag.writer import ExtractiveWriter, trim_check
+
+    pipe, data = service.require().pipeline, service.require().data
+    writer = ExtractiveWriter(data, coverage=pipe.reader.coverage)
+    question = "青萝湾园区“三新”产业体系中的四大服务业包括哪些？"
+    query = pipe.queries.from_text(question)
+    text = ("青萝湾园区将全力构建“三新”产业体系，做强高端装备、精细化工两大制造业，超前探索布局未来产业，"
+            "积极发展会展策划、工业设计、人才培训、冷链物流等四大服务业，推动产城融合。")
+    listing = "会展策划、工业设计、人才培训、冷链物流"
+    assert listing in writer._trim(text, query, 60, trim_check(question))
+    # Without the listing check the clause naming the system (more of the question's words) wins.
+    assert listing not in writer._trim(text, query, 60, lang.value_check(question))
+    assert trim_check("青萝湾园区的服务业增加值是多少？") == lang.value_check("青萝湾园区的服务业增加值是多少？")
+
+
 @pytest.mark.parametrize(("lengths", "budget", "shares"), [
     ((20, 200), 142, [20, 122]),  # a short best leaves the rest to the other
     ((200, 200), 142, [82, 60]),  # a long best keeps what it needs but 60 for the other
