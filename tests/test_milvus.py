@@ -24,6 +24,7 @@ import pytest
 from rag.config import Settings
 from rag.index import IndexNotReady, StoreUnavailable, load_index, rebuild
 from rag.loadtest import free_port
+from rag.store.milvus_store import connect
 
 ROOT = Path(__file__).resolve().parents[1]
 ONNX_DIR = ROOT / "index" / "onnx"
@@ -80,12 +81,10 @@ def service(built):
 
 
 def test_build_writes_both_collections_and_counts_match(built):
-    from pymilvus import MilvusClient
-
     data = load_index(built)
     info = data.manifest["store"]
     assert info["kind"] == "milvus" and info["analyzer"] == built.milvus_analyzer
-    client = MilvusClient(uri=built.resolved_milvus_uri)
+    client = connect(built.resolved_milvus_uri, None, 10)
     assert {info["passages"], info["sentences"]} <= set(client.list_collections())
     assert data.store.counts() == (len(data.chunks), len(data.sentences))
     # Sentences come back by id with the passage vectors' dimension, nothing held in a matrix.
@@ -158,9 +157,7 @@ def test_incremental_update_embeds_only_the_new_article_and_delete_removes_it(bu
     assert all(data.chunks[i].doc_id != "900_qingluowan"
                for i, _ in data.keyword.search(data.tokenizer.tokenize("青萝湾智造园"), 5))
     # Only the live build's and the previous one's collections are left.
-    from pymilvus import MilvusClient
-
-    names = [c for c in MilvusClient(uri=settings.resolved_milvus_uri).list_collections()
+    names = [c for c in connect(settings.resolved_milvus_uri, None, 10).list_collections()
              if c.startswith(settings.milvus_prefix + "_")]
     assert len(names) == 4
 
@@ -191,12 +188,10 @@ class MilvusServer:
         exe = Path(sys.executable).with_name("milvus-lite")
         self.proc = subprocess.Popen([str(exe), "server", "--data-dir", str(self.data_dir), "--host", "127.0.0.1",
                                       "--port", str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        from pymilvus import MilvusClient
-
         deadline = time.time() + 60
         while time.time() < deadline:
             try:
-                MilvusClient(uri=self.uri, timeout=2).list_collections()
+                connect(self.uri, None, 2).list_collections()
                 return
             except Exception:
                 time.sleep(0.5)
@@ -252,17 +247,15 @@ def test_rebuild_killed_halfway_leaves_the_previous_build_serving(on_server):
     data = load_index(settings)
     assert data.manifest["store"] == before.manifest["store"]
     assert data.store.counts() == (len(before.chunks), len(before.sentences))
-    from pymilvus import MilvusClient
-
     # The aliases for outside tools still name the live build's collections.
-    client = MilvusClient(uri=settings.resolved_milvus_uri)
+    client = connect(settings.resolved_milvus_uri, None, 10)
     assert client.describe_alias(f"{settings.milvus_prefix}_passages")["collection_name"] == \
         data.manifest["store"]["passages"]
     # The next build drops the dead build's half-filled collections and moves the aliases.
     rebuild(settings, force=True, progress=False, log=quiet)
     live = load_index(settings).manifest["store"]
     assert client.describe_alias(f"{settings.milvus_prefix}_sentences")["collection_name"] == live["sentences"]
-    names = [c for c in MilvusClient(uri=settings.resolved_milvus_uri).list_collections()
+    names = [c for c in connect(settings.resolved_milvus_uri, None, 10).list_collections()
              if c.startswith(settings.milvus_prefix + "_")]
     assert len(names) == 4
 
@@ -316,8 +309,6 @@ def test_scale_bench_runs_on_milvus_lite_and_on_a_server(server, tmp_path):
     RAG_MILVUS_URI names (its row labelled milvus-server, its collections dropped afterwards)."""
     import json
 
-    from pymilvus import MilvusClient
-
     rag = str(Path(sys.executable).with_name("rag"))
     env = {**os.environ, "RAG_ONNX_DIR": str(ONNX_DIR), "RAG_MILVUS_URI": ""}
     out = tmp_path / "lite.json"
@@ -327,10 +318,11 @@ def test_scale_bench_runs_on_milvus_lite_and_on_a_server(server, tmp_path):
     assert row["config"] == "milvus-lite" and row["passages"] == 300 and row["sentences"] == 1800
     assert row["ask_p50_ms"] > 0 and row["rss_mb"] > 0 and out.with_suffix(".png").is_file()
 
-    before = set(MilvusClient(uri=server.uri, timeout=10).list_collections())
+    client = connect(server.uri, None, 10)
+    before = set(client.list_collections())
     out = tmp_path / "server.json"
     subprocess.run([rag, "bench", "--scale", "--sizes", "300", "--stores", "milvus-lite", "--scale-out", str(out)],
                    env={**env, "RAG_MILVUS_URI": server.uri}, cwd=ROOT, check=True, capture_output=True, timeout=600)
     (row,) = json.loads(out.read_text())
     assert row["config"] == "milvus-server" and row["retrieve_p50_ms"] > 0
-    assert set(MilvusClient(uri=server.uri, timeout=10).list_collections()) == before
+    assert set(client.list_collections()) == before  # the same client, idle through the bench

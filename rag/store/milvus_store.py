@@ -55,6 +55,13 @@ def _fix_hint(uri: str) -> str:
             "and that RAG_MILVUS_TOKEN is right, or set RAG_STORE=faiss.")
 
 
+# pymilvus pings every 10 s even on an idle channel; a server that keeps gRPC's default policy
+# (Milvus Lite's does: at most one ping per 5 minutes without calls) answers that with GOAWAY
+# "too many pings", which fails the call then in flight on that channel. Pinging only while
+# calls run keeps a service that sits idle between questions connected.
+GRPC_OPTIONS = {"grpc.keepalive_permit_without_calls": False}
+
+
 def connect(uri: str, token: str | None, timeout: float) -> Any:
     """A MilvusClient, or StoreUnavailable naming what to fix."""
     try:
@@ -67,7 +74,7 @@ def connect(uri: str, token: str | None, timeout: float) -> Any:
                                    "(e.g. ./milvus.db) nor a server URL (http://host:19530).")
         Path(uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
     try:
-        return MilvusClient(uri=uri, token=token or "", timeout=timeout)
+        return MilvusClient(uri=uri, token=token or "", timeout=timeout, grpc_options=GRPC_OPTIONS)
     except Exception as exc:  # any client failure here means: cannot use this Milvus
         raise StoreUnavailable(f"Cannot connect to Milvus at {uri} ({type(exc).__name__}: {_short(exc)}). "
                                f"{_fix_hint(uri)}") from exc
